@@ -1,0 +1,3 @@
+from microfedi.cli import main
+
+main()

@@ -1,0 +1,331 @@
+"""The `microfedi` command. Thin: parse, call the package, print.
+
+Package modules are imported inside the commands so `microfedi --help` starts
+fast on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from microfedi.config import Settings
+    from microfedi.store.database import Database
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit 1 (bad input, not a crash)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from microfedi.config import ConfigError, load_settings
+
+    try:
+        return load_settings(ctx.obj["data_dir"])
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _require_init(settings: Settings) -> None:
+    if not settings.database_path.exists():
+        fail(
+            f"no microfedi data in {settings.data_dir}; run `microfedi init` first "
+            "(or point MICROFEDI_DATA_DIR / --data-dir at your data dir)"
+        )
+
+
+def run_action(ctx: click.Context, action: Callable[[Database], Awaitable[T]]) -> T:
+    """Open the database, run `action(db)`, and turn refused input into one line."""
+    from microfedi.errors import ActionError
+    from microfedi.store.database import Database
+
+    settings = _settings(ctx)
+    _require_init(settings)
+    try:
+        with Database(settings.database_path) as db:
+            return asyncio.run(action(db))
+    except ActionError as exc:
+        fail(str(exc))
+
+
+def _read_password_stdin() -> str:
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        fail("no password on standard input; pipe one line, e.g. `echo 'secret…' | microfedi …`")
+    return line
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MICROFEDI_DATA_DIR",
+    help="Data dir (database, microfedi.toml, media, cache). "
+    "Default: $MICROFEDI_DATA_DIR or ~/.local/share/microfedi.",
+)
+@click.version_option(package_name="microfedi")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """microfedi: a small ActivityPub server for several domains on one SQLite file.
+
+    Start with `microfedi init`, add a domain and a user, then `microfedi run`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
+
+
+@main.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the data dir, database and secret key. Safe to run twice."""
+    from microfedi.config import ensure_data_dir
+    from microfedi.store.database import Database
+
+    settings = _settings(ctx)
+    try:
+        created = ensure_data_dir(settings)
+    except OSError as exc:
+        fail(f"cannot create {settings.data_dir}: {exc.strerror}; choose another --data-dir")
+    with Database(settings.database_path):
+        pass
+    state = "created" if created else "already set up"
+    click.echo(f"data dir {settings.data_dir}: {state}")
+
+
+# ---------------------------------------------------------------- domains
+
+
+@main.group()
+def domain() -> None:
+    """Add, list and remove the domains this server hosts."""
+
+
+@domain.command("add")
+@click.argument("name")
+@click.option(
+    "--service-domain",
+    metavar="HOST",
+    help="Host that serves this domain's ActivityPub URLs, when NAME itself only "
+    "redirects /.well-known/{webfinger,host-meta,nodeinfo} there (split domain).",
+)
+@click.pass_context
+def domain_add(ctx: click.Context, name: str, service_domain: str | None) -> None:
+    """Add domain NAME; takes effect at once, even while the server runs."""
+    from microfedi.domains import add_domain
+
+    row = run_action(ctx, lambda db: add_domain(db, name, service_domain))
+    click.echo(f"added domain {row.domain}")
+    if row.service_domain:
+        click.echo(f"actor URLs live on https://{row.service_domain}/ (point {row.service_domain} at this server)")
+        click.echo(f"on {row.domain}, redirect these three paths (keep the query string) to {row.service_domain}:")
+        for path in ("webfinger", "host-meta", "nodeinfo"):
+            click.echo(f"  https://{row.domain}/.well-known/{path} -> https://{row.service_domain}/.well-known/{path}")
+    else:
+        click.echo(f"point {row.domain} (DNS A/AAAA) at this server; actor URLs live on https://{row.domain}/")
+    click.echo(f"next: microfedi user add USER@{row.domain}")
+
+
+@domain.command("list")
+@click.pass_context
+def domain_list(ctx: click.Context) -> None:
+    """List domains, their service domain and their number of users."""
+    from microfedi.domains import list_domains
+
+    rows = run_action(ctx, list_domains)
+    if not rows:
+        click.echo("no domains yet; add one with: microfedi domain add DOMAIN")
+        return
+    width = max(len(d.domain) for d, _ in rows)
+    for d, users in rows:
+        served = f"served by {d.service_domain}" if d.service_domain else "serves itself"
+        click.echo(f"{d.domain:<{width}}  {served:<30}  {users} user(s)")
+
+
+@domain.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Also remove the domain's users.")
+@click.pass_context
+def domain_remove(ctx: click.Context, name: str, force: bool) -> None:
+    """Remove domain NAME (refused while it has users, unless --force)."""
+    from microfedi.domains import remove_domain
+
+    removed_users = run_action(ctx, lambda db: remove_domain(db, name, force=force))
+    extra = f" and {removed_users} user(s)" if removed_users else ""
+    click.echo(f"removed domain {name.lower()}{extra}")
+
+
+# ---------------------------------------------------------------- users
+
+
+@main.group()
+def user() -> None:
+    """Add, list and remove users, and set passwords."""
+
+
+@user.command("add")
+@click.argument("handle", metavar="USER@DOMAIN")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.pass_context
+def user_add(ctx: click.Context, handle: str, password_stdin: bool, admin: bool) -> None:
+    """Create a login and its actor (with a fresh RSA-2048 key).
+
+    Without --password-stdin a password is generated and printed once.
+    """
+    from microfedi.accounts import add_user
+    from microfedi.config import load_settings
+    from microfedi.urls import Urls
+
+    password = _read_password_stdin() if password_stdin else None
+    account, password = run_action(ctx, lambda db: add_user(db, handle, password, admin=admin))
+    urls = Urls(load_settings(ctx.obj["data_dir"]))
+    click.echo(f"created @{account.handle}{' (admin)' if admin else ''}")
+    click.echo(f"actor: {urls.actor(account)}")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+        click.echo(f"(shown once; change it with: microfedi user passwd {account.handle})")
+
+
+@user.command("list")
+@click.option("--domain", "domain_name", help="Only users of this domain.")
+@click.pass_context
+def user_list(ctx: click.Context, domain_name: str | None) -> None:
+    """List users."""
+    from microfedi.accounts import list_users
+
+    accounts = run_action(ctx, lambda db: list_users(db, domain_name))
+    if not accounts:
+        click.echo("no users yet; add one with: microfedi user add USER@DOMAIN")
+        return
+    for account in accounts:
+        flags = [f for f, on in (("admin", account.is_admin), ("locked", account.locked)) if on]
+        click.echo(f"@{account.handle}" + (f"  ({', '.join(flags)})" if flags else ""))
+
+
+@user.command("passwd")
+@click.argument("handle", metavar="USER@DOMAIN")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@click.pass_context
+def user_passwd(ctx: click.Context, handle: str, password_stdin: bool) -> None:
+    """Set a user's password (generated and printed unless --password-stdin)."""
+    from microfedi.accounts import set_password
+
+    password = _read_password_stdin() if password_stdin else None
+    password = run_action(ctx, lambda db: set_password(db, handle, password))
+    click.echo(f"password changed for {handle.lstrip('@')}")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+@user.command("remove")
+@click.argument("handle", metavar="USER@DOMAIN")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def user_remove(ctx: click.Context, handle: str, yes: bool) -> None:
+    """Remove a user's login and actor; the username is not reused."""
+    from microfedi.accounts import remove_user
+
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"removing {handle} cannot be undone; pass --yes to confirm")
+        click.confirm(f"Remove {handle}? This cannot be undone", abort=True)
+    account = run_action(ctx, lambda db: remove_user(db, handle))
+    click.echo(f"removed @{account.handle}")
+
+
+# ---------------------------------------------------------------- serving
+
+
+def _serve(settings: Settings, host: str, port: int, certfile: Path | None, keyfile: Path | None, access_log: bool) -> None:
+    import logging
+
+    import uvicorn
+
+    from microfedi.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config: dict[str, Any] = dict(
+        host=host,
+        port=port,
+        access_log=access_log,
+        proxy_headers=True,
+        server_header=False,
+        lifespan="on",
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    if certfile:
+        config.update(ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
+    try:
+        uvicorn.run(create_app(settings), **config)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --host/--port")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Serve HTTPS with this certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The certificate's private key (PEM).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
+@click.pass_context
+def run(ctx: click.Context, host: str, port: int, ssl_certfile: Path | None, ssl_keyfile: Path | None, access_log: bool) -> None:
+    """Serve HTTP (HTTPS with a certificate) in one process.
+
+    Behind a reverse proxy such as Caddy, keep the default 127.0.0.1 and let the
+    proxy pass the Host header through.
+    """
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        fail("--ssl-certfile and --ssl-keyfile go together; give both or neither")
+    settings = _settings(ctx)
+    _require_init(settings)
+    _serve(settings, host, port, ssl_certfile, ssl_keyfile, access_log)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.pass_context
+def demo(ctx: click.Context, port: int) -> None:
+    """Local quick start: a `localhost` domain, an admin user, and the server.
+
+    Uses the data dir as usual (set --data-dir to keep it apart from a real
+    install), serves plain http on localhost, and prints the URL and login.
+    """
+    from microfedi.accounts import add_user, set_password
+    from microfedi.config import ensure_data_dir, write_setting
+    from microfedi.domains import add_domain
+    from microfedi.store import directory as q
+    from microfedi.store.database import Database
+
+    settings = _settings(ctx)
+    ensure_data_dir(settings)
+    write_setting(settings, "public_scheme", "http")
+    write_setting(settings, "public_port", port)
+
+    async def prepare(db: Database) -> str:
+        if await db.read(q.get_domain, "localhost") is None:
+            await add_domain(db, "localhost")
+        if await db.read(q.find_account_by_handle, "admin", "localhost") is None:
+            _, password = await add_user(db, "admin@localhost", None, admin=True)
+            return password
+        return await set_password(db, "admin@localhost", None)
+
+    with Database(settings.database_path) as db:
+        password = asyncio.run(prepare(db))
+    click.echo(f"microfedi demo: data dir {settings.data_dir}")
+    click.echo(f"  URL:      http://localhost:{port}/")
+    click.echo(f"  profile:  http://localhost:{port}/@admin")
+    click.echo("  login:    admin@localhost")
+    click.echo(f"  password: {password}")
+    click.echo(f"  try:      curl 'http://localhost:{port}/.well-known/webfinger?resource=acct:admin@localhost'")
+    _serve(settings, "127.0.0.1", port, None, None, access_log=True)

@@ -1,0 +1,153 @@
+"""HTTP endpoints for discovery (WebFinger, host-meta, NodeInfo) and actor documents.
+
+Views are thin: they read the routed host and the directory snapshot, call the
+document builders, and cache the rendered bytes in the directory cache (emptied
+whenever domains or accounts change).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from microfedi.errors import ActionError
+from microfedi.federation import actors, nodeinfo, webfinger
+from microfedi.instance import Instance
+from microfedi.web.views import profile_page
+from microfedi.web.responses import (
+    activity_response,
+    directory,
+    dump_json,
+    error,
+    host_view,
+    json_response,
+    wants_activity_json,
+)
+
+
+def _instance(request: Request) -> Instance:
+    return request.app.state.instance
+
+
+def _cached(request: Request, key: tuple[object, ...], build: Callable[[], Any]) -> bytes:
+    cache = _instance(request).directory.derived
+    body = cache.get(key)
+    if body is None:
+        body = dump_json(build())
+        cache[key] = body
+    return body  # type: ignore[return-value]
+
+
+async def webfinger_view(request: Request) -> Response:
+    instance = _instance(request)
+    host = host_view(request).host
+    raw = request.query_params.get("resource")
+    rels = request.query_params.getlist("rel")
+    try:
+        resource = webfinger.parse_resource(raw)
+    except ActionError as exc:
+        return error(400, str(exc))
+    subject = webfinger.find_subject(directory(request), resource, host)
+    if subject is None:
+        return error(404, f"no account {raw} is known at {host}")
+    if rels:  # rare, and arbitrary: not worth caching
+        body = dump_json(webfinger.jrd(subject, instance.urls, rels))
+    else:
+        who = subject.account.id if subject.account else subject.instance_host
+        body = _cached(request, ("jrd", host, who), lambda: webfinger.jrd(subject, instance.urls))
+    return json_response(body, "application/jrd+json", cors=True)
+
+
+async def host_meta_view(request: Request) -> Response:
+    template = escape(_instance(request).urls.webfinger_template(host_view(request).host), quote=True)
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n'
+        f'  <Link rel="lrdd" template="{template}"/>\n'
+        "</XRD>\n"
+    )
+    return Response(xml, media_type="application/xrd+xml", headers={"Access-Control-Allow-Origin": "*"})
+
+
+async def host_meta_json_view(request: Request) -> Response:
+    template = _instance(request).urls.webfinger_template(host_view(request).host)
+    return json_response(dump_json({"links": [{"rel": "lrdd", "template": template}]}), cors=True)
+
+
+async def nodeinfo_index_view(request: Request) -> Response:
+    host = host_view(request).host
+    body = _cached(request, ("nodeinfo-index", host), lambda: nodeinfo.well_known(host, _instance(request).urls))
+    return json_response(body, cors=True)
+
+
+async def nodeinfo_view(request: Request) -> Response:
+    version = request.path_params["version"]
+    if version not in nodeinfo.VERSIONS:
+        return error(404, f"no NodeInfo {version}; this server has {', '.join(nodeinfo.VERSIONS)}")
+    host = host_view(request).host
+    doc = nodeinfo.document(version, host, directory(request), _instance(request).urls)
+    media_type = f'application/json; profile="{nodeinfo.SCHEMA.format(version=version)}#"'
+    return json_response(dump_json(doc), media_type, cors=True)
+
+
+async def instance_actor_view(request: Request) -> Response:
+    host = host_view(request).host
+    key = directory(request).instance_keys.get(host)
+    if key is None or not host_view(request).serves_actors:
+        return error(404, f"{host} serves no actors")
+    body = _cached(request, ("instance-actor", host), lambda: actors.instance_actor(host, key, _instance(request).urls))
+    return activity_response(body)
+
+
+def _local_account(request: Request):
+    """(account, None) for /@username on this host, or (None, error response)."""
+    host = host_view(request).host
+    username = request.path_params["username"].lower()
+    snapshot = directory(request)
+    account = snapshot.accounts_by_url.get((host, username))
+    if account is not None:
+        return account, None
+    removed = snapshot.removed_by_url.get((host, username))
+    if removed is not None:
+        body = dump_json(actors.gone_actor(removed, _instance(request).urls))
+        return None, activity_response(body, 410)
+    return None, error(404, f"no account @{username} on {host}")
+
+
+async def actor_view(request: Request) -> Response:
+    account, failure = _local_account(request)
+    if failure is not None:
+        return failure
+    if not wants_activity_json(request):
+        return profile_page(request, account)
+    body = _cached(request, ("actor", account.id), lambda: actors.local_actor(account, _instance(request).urls))
+    return activity_response(body)
+
+
+def _collection_view(name: str) -> Callable[[Request], Any]:
+    async def view(request: Request) -> Response:
+        account, failure = _local_account(request)
+        if failure is not None:
+            return failure
+        urls = _instance(request).urls
+        collection_id = getattr(urls, name)(account)
+        return activity_response(dump_json(actors.ordered_collection(collection_id, [])))
+
+    view.__name__ = f"{name}_view"
+    return view
+
+
+routes = [
+    Route("/.well-known/webfinger", webfinger_view),
+    Route("/.well-known/host-meta", host_meta_view),
+    Route("/.well-known/host-meta.json", host_meta_json_view),
+    Route("/.well-known/nodeinfo", nodeinfo_index_view),
+    Route("/nodeinfo/{version}", nodeinfo_view),
+    Route("/actor", instance_actor_view),
+    Route("/@{username}", actor_view),
+    *(Route(f"/@{{username}}/{name}", _collection_view(name)) for name in ("outbox", "followers", "following", "featured")),
+]
