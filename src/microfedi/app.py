@@ -16,15 +16,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from microfedi.config import Settings
 from microfedi.domains import host_of
 from microfedi.errors import ActionError
+from microfedi.federation import delivery, processing, upkeep  # noqa: F401  (declare task kinds)
 from microfedi.federation import routes as federation_routes
 from microfedi.instance import Instance
+from microfedi.tasks.metrics import metrics_endpoint
+from microfedi.tasks.runner import Runner
 from microfedi.web import views
 from microfedi.web.templates import make_templates, templates_dir
 
 log = logging.getLogger("microfedi")
 
 # Paths every host answers, known domain or not (load balancers, monitoring).
-HOSTLESS_PATHS = frozenset({"/health"})
+HOSTLESS_PATHS = frozenset({"/health", "/metrics"})
 
 
 class HostRouter:
@@ -72,15 +75,21 @@ def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await instance.open()
+        runner = Runner(instance)
+        app.state.runner = instance.runner = runner
+        await runner.start()
         log.info("microfedi serving data dir %s", settings.data_dir)
         try:
             yield
         finally:
+            await runner.stop(grace=5)
+            instance.runner = None
             await instance.close()
 
     app = Starlette(
         routes=[
             Route("/health", views.health),
+            Route("/metrics", metrics_endpoint),
             Mount("/static", StaticFiles(directory=str(templates_dir() / "static")), name="static"),
             *federation_routes.routes,
             *views.routes,

@@ -6,7 +6,6 @@ fast on a Raspberry Pi.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,6 +45,8 @@ def _require_init(settings: Settings) -> None:
 
 def run_action(ctx: click.Context, action: Callable[[Database], Awaitable[T]]) -> T:
     """Open the database, run `action(db)`, and turn refused input into one line."""
+    import asyncio
+
     from microfedi.errors import ActionError
     from microfedi.store.database import Database
 
@@ -227,6 +228,20 @@ def user_passwd(ctx: click.Context, handle: str, password_stdin: bool) -> None:
         click.echo(f"password: {password}")
 
 
+@user.command("edit")
+@click.argument("handle", metavar="USER@DOMAIN")
+@click.option("--locked/--unlocked", default=None, help="Hold follow requests for approval (see `microfedi approve`).")
+@click.pass_context
+def user_edit(ctx: click.Context, handle: str, locked: bool | None) -> None:
+    """Change a user's settings."""
+    from microfedi.accounts import set_locked
+
+    if locked is None:
+        fail("nothing to change; give --locked or --unlocked")
+    account = run_action(ctx, lambda db: set_locked(db, handle, locked))
+    click.echo(f"@{account.handle} is now {'locked' if account.locked else 'unlocked'}")
+
+
 @user.command("remove")
 @click.argument("handle", metavar="USER@DOMAIN")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -243,6 +258,134 @@ def user_remove(ctx: click.Context, handle: str, yes: bool) -> None:
     click.echo(f"removed @{account.handle}")
 
 
+# ---------------------------------------------------------------- follows
+
+
+def run_instance_action(ctx: click.Context, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Like run_action, with the whole Instance (directory, HTTP client) open."""
+    import asyncio
+
+    from microfedi.errors import ActionError
+    from microfedi.instance import Instance
+
+    settings = _settings(ctx)
+    _require_init(settings)
+
+    async def go() -> T:
+        instance = Instance(settings)
+        await instance.open()
+        try:
+            return await action(instance)
+        finally:
+            await instance.close()
+
+    try:
+        return asyncio.run(go())
+    except ActionError as exc:
+        fail(str(exc))
+
+
+QUEUED_NOTE = "(delivered by the running server's task loop)"
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("remote", metavar="ACCOUNT")
+@click.pass_context
+def follow(ctx: click.Context, local: str, remote: str) -> None:
+    """Make local USER@DOMAIN follow ACCOUNT (user@domain or actor URL)."""
+    from microfedi import follows
+
+    target, state = run_instance_action(ctx, lambda i: follows.follow(i, local, remote))
+    if state == "accepted":
+        click.echo(f"{local.lstrip('@')} already follows {target.handle}")
+    else:
+        click.echo(f"follow request sent to {target.handle} ({target.uri}) {QUEUED_NOTE}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("remote", metavar="ACCOUNT")
+@click.pass_context
+def unfollow(ctx: click.Context, local: str, remote: str) -> None:
+    """Stop following ACCOUNT (sends Undo Follow)."""
+    from microfedi import follows
+
+    target = run_instance_action(ctx, lambda i: follows.unfollow(i, local, remote))
+    click.echo(f"{local.lstrip('@')} no longer follows {target.handle} {QUEUED_NOTE}")
+
+
+def _print_relationships(rows: list[Any], as_json: bool, empty: str) -> None:
+    import json
+
+    if as_json:
+        data = {
+            state: [{"uri": r.uri, "handle": r.handle, "since": r.since} for r in rows if r.state == state]
+            for state in ("accepted", "pending")
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not rows:
+        click.echo(empty)
+        return
+    for state, title in (("accepted", "accepted"), ("pending", "pending (waiting for an answer)")):
+        chosen = [r for r in rows if r.state == state]
+        if chosen:
+            click.echo(f"{title}:")
+            for r in chosen:
+                click.echo(f"  {r.handle}  {r.uri}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.option("--json", "as_json", is_flag=True, help='JSON: {"accepted": [...], "pending": [...]}.')
+@click.pass_context
+def followers(ctx: click.Context, local: str, as_json: bool) -> None:
+    """List who follows USER@DOMAIN, accepted and pending apart."""
+    from microfedi import follows
+
+    rows = run_instance_action(ctx, lambda i: follows.relationships(i, local, followers=True))
+    _print_relationships(rows, as_json, "no followers yet")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.option("--json", "as_json", is_flag=True, help='JSON: {"accepted": [...], "pending": [...]}.')
+@click.pass_context
+def following(ctx: click.Context, local: str, as_json: bool) -> None:
+    """List whom USER@DOMAIN follows, accepted and pending apart."""
+    from microfedi import follows
+
+    rows = run_instance_action(ctx, lambda i: follows.relationships(i, local, followers=False))
+    _print_relationships(rows, as_json, "not following anyone yet")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("remote", metavar="ACCOUNT")
+@click.option("--reject", is_flag=True, help="Refuse instead (also removes an accepted follower).")
+@click.pass_context
+def approve(ctx: click.Context, local: str, remote: str, reject: bool) -> None:
+    """Approve (or --reject) ACCOUNT's request to follow a locked USER@DOMAIN."""
+    from microfedi import follows
+
+    party = run_instance_action(ctx, lambda i: follows.answer_follow_request(i, local, remote, accept=not reject))
+    click.echo(f"{'rejected' if reject else 'approved'} {party.handle} {QUEUED_NOTE}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("remote", metavar="ACCOUNT")
+@click.option("--undo", is_flag=True, help="Unblock.")
+@click.pass_context
+def block(ctx: click.Context, local: str, remote: str, undo: bool) -> None:
+    """Block (or --undo) ACCOUNT: follows both ways end, and it is told."""
+    from microfedi import follows
+
+    party = run_instance_action(ctx, lambda i: follows.block(i, local, remote, undo=undo))
+    click.echo(f"{'unblocked' if undo else 'blocked'} {party.handle} {QUEUED_NOTE}")
+
+
 # ---------------------------------------------------------------- serving
 
 
@@ -254,6 +397,8 @@ def _serve(settings: Settings, host: str, port: int, certfile: Path | None, keyf
     from microfedi.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO; deliveries and fetches are counted in /metrics instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config: dict[str, Any] = dict(
         host=host,
         port=port,
@@ -301,6 +446,8 @@ def demo(ctx: click.Context, port: int) -> None:
     Uses the data dir as usual (set --data-dir to keep it apart from a real
     install), serves plain http on localhost, and prints the URL and login.
     """
+    import asyncio
+
     from microfedi.accounts import add_user, set_password
     from microfedi.config import ensure_data_dir, write_setting
     from microfedi.domains import add_domain
@@ -329,3 +476,98 @@ def demo(ctx: click.Context, port: int) -> None:
     click.echo(f"  password: {password}")
     click.echo(f"  try:      curl 'http://localhost:{port}/.well-known/webfinger?resource=acct:admin@localhost'")
     _serve(settings, "127.0.0.1", port, None, None, access_log=True)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `2m05s`, `3h02m`, `2d04h`: short enough for a table column."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+@main.group("tasks", invoke_without_command=True)
+@click.pass_context
+def tasks_group(ctx: click.Context) -> None:
+    """Show the task queue, list dead tasks, retry them.
+
+    Without a subcommand: per task kind, how many are queued, running, done in
+    the last hour, retrying (failed before, will run again) and dead, and how
+    long the oldest due task has waited; then the remote hosts that are down.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from microfedi.tasks.status import queue_status
+
+    status = run_action(ctx, queue_status)
+    if not status.kinds:
+        click.echo("no tasks yet")
+    else:
+        width = max(len("kind"), *(len(c.kind) for c in status.kinds))
+        click.echo(f"{'kind':<{width}}  {'queued':>7}  {'running':>7}  {'done 1h':>7}  {'retrying':>8}  {'dead':>6}  oldest due")
+        for c in status.kinds:
+            oldest = _duration(status.oldest_due_age(c)) if c.oldest_due_at is not None else "-"
+            click.echo(
+                f"{c.kind:<{width}}  {c.queued:>7}  {c.running:>7}  {c.done_recently:>7}  "
+                f"{c.retrying:>8}  {c.dead:>6}  {oldest}"
+            )
+    if not status.open_circuits:
+        click.echo("no hosts down")
+        return
+    click.echo(f"hosts down ({len(status.open_circuits)}):")
+    for host in status.open_circuits:
+        assert host.down_until is not None
+        if host.down_until > status.taken_at:
+            state = f"down for {_duration(host.down_until - status.taken_at)} more"
+        else:
+            state = "back up for a probe"
+        click.echo(f"  {host.host}  {state}, {host.consecutive_failures} failures in a row: {host.last_error or '-'}")
+
+
+@tasks_group.command("dead")
+@click.option("--kind", help="Only tasks of this kind.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="At most this many.")
+@click.pass_context
+def tasks_dead(ctx: click.Context, kind: str | None, limit: int) -> None:
+    """List dead tasks (most recent first) with their last error."""
+    from microfedi.tasks.status import list_dead_tasks
+
+    rows = run_action(ctx, lambda db: list_dead_tasks(db, kind, limit))
+    if not rows:
+        click.echo("no dead tasks" + (f" of kind {kind}" if kind else ""))
+        return
+    kind_width = max(len("kind"), *(len(t.kind) for t in rows))
+    host_width = max(len("host"), *(len(t.host or "-") for t in rows))
+    click.echo(f"{'id':<20}  {'kind':<{kind_width}}  {'host':<{host_width}}  attempts  last error")
+    for t in rows:
+        click.echo(f"{t.id:<20}  {t.kind:<{kind_width}}  {t.host or '-':<{host_width}}  {t.attempts:>8}  {t.last_error or '-'}")
+
+
+@tasks_group.command("retry")
+@click.argument("task_id", metavar="[ID]", type=int, required=False)
+@click.option("--all-dead", is_flag=True, help="Retry every dead task (of --kind, if given).")
+@click.option("--kind", help="With --all-dead: only tasks of this kind.")
+@click.pass_context
+def tasks_retry(ctx: click.Context, task_id: int | None, all_dead: bool, kind: str | None) -> None:
+    """Queue dead task ID, or all dead tasks, again with fresh attempts.
+
+    A running server picks them up within a second or two.
+    """
+    from microfedi.tasks.queue import retry_dead_tasks
+
+    if (task_id is None) == (not all_dead):
+        fail("give either a task ID or --all-dead (see: microfedi tasks dead)")
+    if kind and not all_dead:
+        fail("--kind goes with --all-dead")
+    count = run_action(ctx, lambda db: retry_dead_tasks(db, task_id=task_id, kind=kind))
+    if task_id is not None:
+        click.echo(f"requeued task {task_id}")
+    else:
+        click.echo(f"requeued {count} dead task(s)" + (f" of kind {kind}" if kind else ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 
 from microfedi.errors import ActionError
@@ -102,6 +103,13 @@ class Directory:
         by_handle = {(a.username, a.domain): a for a in live.values()}
         return cls(generation, domains, hosts, live, by_handle, removed, q.list_instance_actors(conn))
 
+    def actor_host(self, host: str) -> str:
+        """The host whose instance actor speaks for `host` (its service domain on a split domain)."""
+        view = self.hosts.get(host)
+        if view is None or view.serves_actors or view.handle_domain is None:
+            return host
+        return view.handle_domain.url_host
+
     def accounts_on_host(self, host: str) -> list[AccountRow]:
         """Live accounts whose handle domain or URL host is `host`."""
         return [a for a in self.accounts_by_url.values() if a.host == host or a.domain == host]
@@ -110,22 +118,32 @@ class Directory:
 class DirectoryCache:
     """Keeps the current Directory, reloading only when the database changed.
 
-    `PRAGMA data_version` changes whenever another connection commits, which
-    costs a microsecond or two to ask; only then is the generation counter
-    (bumped by triggers on the directory tables) read, and only when that moved
-    is the snapshot rebuilt. Callers may also cache anything derived from the
-    snapshot in `derived`, which is emptied on every reload.
+    Changes committed by this process are noticed on the next request (a
+    counter bumped after commit). Changes by other processes (the CLI) are
+    noticed within `recheck_seconds`: `PRAGMA data_version` says whether anyone
+    committed, and only then is the generation counter (bumped by triggers on
+    the directory tables) read, and only when that moved is the snapshot
+    rebuilt. Callers may cache anything derived from the snapshot in
+    `derived`, which is emptied on every reload.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, recheck_seconds: float = 0.5) -> None:
         from microfedi.store.database import connect
 
         self._conn = connect(db.path, readonly=True)
+        self._recheck = recheck_seconds
+        self._next_check = 0.0
+        self._local_changes = q.LocalChanges.count
         self._data_version = -1
         self._directory = Directory.load(self._conn)
         self.derived: dict[object, object] = {}
 
     def current(self) -> Directory:
+        now = time.monotonic()
+        if q.LocalChanges.count == self._local_changes and now < self._next_check:
+            return self._directory
+        self._next_check = now + self._recheck
+        self._local_changes = q.LocalChanges.count
         data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if data_version != self._data_version:
             self._data_version = data_version

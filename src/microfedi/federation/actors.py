@@ -113,7 +113,7 @@ def gone_actor(account: AccountRow, urls: Urls) -> dict[str, Any]:
 
 
 def ordered_collection(collection_id: str, items: list[Any], total: int | None = None) -> dict[str, Any]:
-    """A single-page OrderedCollection (issues to come add paging where lists grow)."""
+    """A single-page OrderedCollection, for lists that stay short."""
     return {
         "@context": AS_CONTEXT,
         "id": collection_id,
@@ -121,3 +121,33 @@ def ordered_collection(collection_id: str, items: list[Any], total: int | None =
         "totalItems": len(items) if total is None else total,
         "orderedItems": items,
     }
+
+
+def paged_collection(collection_id: str, total: int) -> dict[str, Any]:
+    """The head of a paged OrderedCollection: the total and a link to page 1."""
+    head: dict[str, Any] = {
+        "@context": AS_CONTEXT,
+        "id": collection_id,
+        "type": "OrderedCollection",
+        "totalItems": total,
+    }
+    if total:
+        head["first"] = f"{collection_id}?page=1"
+    return head
+
+
+def collection_page(collection_id: str, page: int, items: list[Any], total: int, has_next: bool) -> dict[str, Any]:
+    """Page `page` (from 1) of a paged OrderedCollection."""
+    doc: dict[str, Any] = {
+        "@context": AS_CONTEXT,
+        "id": f"{collection_id}?page={page}",
+        "type": "OrderedCollectionPage",
+        "partOf": collection_id,
+        "totalItems": total,
+        "orderedItems": items,
+    }
+    if has_next:
+        doc["next"] = f"{collection_id}?page={page + 1}"
+    if page > 1:
+        doc["prev"] = f"{collection_id}?page={page - 1}"
+    return doc

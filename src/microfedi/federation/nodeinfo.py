@@ -15,11 +15,11 @@ VERSIONS = ("2.0", "2.1")
 HOMEPAGE = "https://pypi.org/project/microfedi/"
 
 
-def well_known(host: str, urls: Urls) -> dict[str, Any]:
+def well_known(host: str, directory: Directory, urls: Urls) -> dict[str, Any]:
     """The index: links to both schema versions and (FEP-2677) the instance actor."""
     origin = urls.origin(host)
     links = [{"rel": SCHEMA.format(version=v), "href": f"{origin}/nodeinfo/{v}"} for v in VERSIONS]
-    links.append({"rel": APPLICATION_ACTOR_REL, "href": urls.instance_actor(host)})
+    links.append({"rel": APPLICATION_ACTOR_REL, "href": urls.instance_actor(directory.actor_host(host))})
     return {"links": links}
 
 
@@ -44,6 +44,6 @@ def document(version: str, host: str, directory: Directory, urls: Urls, now: flo
         "metadata": {
             "nodeName": host,
             "domains": sorted({a.domain for a in accounts} | ({host} if host in directory.domains else set())),
-            "instanceActor": urls.instance_actor(host),
+            "instanceActor": urls.instance_actor(directory.actor_host(host)),
         },
     }

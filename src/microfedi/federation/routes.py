@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from microfedi.errors import ActionError
 from microfedi.federation import actors, nodeinfo, webfinger
+from microfedi.federation.inbox import inbox_endpoint
+from microfedi.store import federation as fq
 from microfedi.instance import Instance
 from microfedi.web.views import profile_page
 from microfedi.web.responses import (
@@ -80,7 +82,7 @@ async def host_meta_json_view(request: Request) -> Response:
 
 async def nodeinfo_index_view(request: Request) -> Response:
     host = host_view(request).host
-    body = _cached(request, ("nodeinfo-index", host), lambda: nodeinfo.well_known(host, _instance(request).urls))
+    body = _cached(request, ("nodeinfo-index", host), lambda: nodeinfo.well_known(host, directory(request), _instance(request).urls))
     return json_response(body, cors=True)
 
 
@@ -128,17 +130,63 @@ async def actor_view(request: Request) -> Response:
     return activity_response(body)
 
 
-def _collection_view(name: str) -> Callable[[Request], Any]:
+PAGE_SIZE = 40
+
+
+def _follow_collection_view(side: str) -> Callable[[Request], Any]:
+    """followers / following: a paged OrderedCollection of accepted actor URIs."""
+
     async def view(request: Request) -> Response:
         account, failure = _local_account(request)
         if failure is not None:
             return failure
-        urls = _instance(request).urls
-        collection_id = getattr(urls, name)(account)
+        instance = _instance(request)
+        me = instance.urls.actor(account)
+        collection_id = getattr(instance.urls, side)(account)
+        mine = {"followee": me} if side == "followers" else {"follower": me}
+        total = await instance.db.read(lambda conn: fq.count_follows(conn, **mine))
+        raw_page = request.query_params.get("page")
+        if raw_page is None:
+            return activity_response(dump_json(actors.paged_collection(collection_id, total)))
+        if not raw_page.isdigit() or int(raw_page) < 1:
+            return error(400, "page must be a whole number from 1")
+        page = int(raw_page)
+        rows = await instance.db.read(
+            lambda conn: fq.list_follows(
+                conn, state="accepted", limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, **mine
+            )
+        )
+        items = [row.follower if side == "followers" else row.followee for row in rows[:PAGE_SIZE]]
+        doc = actors.collection_page(collection_id, page, items, total, len(rows) > PAGE_SIZE)
+        return activity_response(dump_json(doc))
+
+    view.__name__ = f"{side}_view"
+    return view
+
+
+def _empty_collection_view(name: str) -> Callable[[Request], Any]:
+    async def view(request: Request) -> Response:
+        account, failure = _local_account(request)
+        if failure is not None:
+            return failure
+        collection_id = getattr(_instance(request).urls, name)(account)
         return activity_response(dump_json(actors.ordered_collection(collection_id, [])))
 
     view.__name__ = f"{name}_view"
     return view
+
+
+async def activity_view(request: Request) -> Response:
+    """A published activity, served at its id."""
+    account, failure = _local_account(request)
+    if failure is not None:
+        return failure
+    instance = _instance(request)
+    uri = f"{instance.urls.actor(account)}/activities/{request.path_params['activity_id']}"
+    found = await instance.db.read(fq.get_activity_by_uri, uri)
+    if found is None or found[0] != account.id:
+        return error(404, "no such activity")
+    return activity_response(found[1].encode())
 
 
 routes = [
@@ -148,6 +196,13 @@ routes = [
     Route("/.well-known/nodeinfo", nodeinfo_index_view),
     Route("/nodeinfo/{version}", nodeinfo_view),
     Route("/actor", instance_actor_view),
+    Route("/inbox", inbox_endpoint, methods=["POST"]),
+    Route("/actor/inbox", inbox_endpoint, methods=["POST"]),
     Route("/@{username}", actor_view),
-    *(Route(f"/@{{username}}/{name}", _collection_view(name)) for name in ("outbox", "followers", "following", "featured")),
+    Route("/@{username}/inbox", inbox_endpoint, methods=["POST"]),
+    Route("/@{username}/followers", _follow_collection_view("followers")),
+    Route("/@{username}/following", _follow_collection_view("following")),
+    Route("/@{username}/outbox", _empty_collection_view("outbox")),
+    Route("/@{username}/featured", _empty_collection_view("featured")),
+    Route("/@{username}/activities/{activity_id:int}", activity_view),
 ]

@@ -138,10 +138,8 @@ def sign_request(
     Ed25519 keys sign ``hs2019``.
     """
     now = time.time() if now is None else now
-    out, parts = _prepare_outgoing(method, url, headers, now)
-    if body is not None:
-        out["Digest"] = body_digest(body)
-        parts = _with_headers(parts, out)
+    digest = {"Digest": body_digest(body)} if body is not None else {}
+    out, parts = _prepare_outgoing(method, url, headers, digest, now)
     covered = ["(request-target)", "host", "date"] + (["digest"] if body is not None else [])
     algorithm = _algorithms_for(None, private_key)[0]
     signature = _sign(private_key, algorithm, _cavage_signing_string(parts, covered, {}, parts.target))
@@ -177,10 +175,8 @@ def sign_request_rfc9421(
     key (``rsa-v1_5-sha256`` or ``ed25519``) and is named in ``alg``.
     """
     now = time.time() if now is None else now
-    out, parts = _prepare_outgoing(method, url, headers, now)
-    if body is not None:
-        out["Content-Digest"] = content_digest(body)
-        parts = _with_headers(parts, out)
+    digest = {"Content-Digest": content_digest(body)} if body is not None else {}
+    out, parts = _prepare_outgoing(method, url, headers, digest, now)
     if components is None:
         components = ["@method", "@target-uri"] + (["content-digest"] if body is not None else [])
     algorithm = _algorithms_for(None, private_key)[0]
@@ -309,9 +305,9 @@ def _header_table(headers: Headers) -> dict[str, str]:
 
 
 def _prepare_outgoing(
-    method: str, url: str, headers: Mapping[str, str] | None, now: float
+    method: str, url: str, headers: Mapping[str, str] | None, digest: dict[str, str], now: float
 ) -> tuple[dict[str, str], _RequestParts]:
-    """The headers every signed request carries, and the parts they are signed from."""
+    """The headers to send (caller's, Host, Date, digest) and the parts to sign from."""
     split = urlsplit(url)
     host = split.netloc.lower()
     # HTTP clients leave the default port out of Host; sign what they will send.
@@ -322,12 +318,8 @@ def _prepare_outgoing(
     out = {name: value for name, value in (headers or {}).items() if name.lower() not in _SIGNER_HEADERS}
     out["Host"] = host
     out["Date"] = email.utils.formatdate(now, usegmt=True)
-    parts = _RequestParts(method.upper(), split.scheme, host, target, {})
-    return out, _with_headers(parts, out)
-
-
-def _with_headers(parts: _RequestParts, headers: Mapping[str, str]) -> _RequestParts:
-    return _RequestParts(parts.method, parts.scheme, parts.authority, parts.target, _header_table(headers))
+    out.update(digest)
+    return out, _RequestParts(method.upper(), split.scheme, host, target, _header_table(out))
 
 
 # --- draft-cavage -----------------------------------------------------------
@@ -625,7 +617,6 @@ def _parse_sf_dictionary(text: str) -> dict[str, tuple[object, dict[str, object]
     """
     parser = _SFParser(text)
     members: dict[str, tuple[object, dict[str, object]]] = {}
-    parser.skip(" ")
     while not parser.at_end():
         key = parser.expect(_SF_KEY, "key")
         if parser.take("="):
@@ -753,7 +744,9 @@ def _serialize_bare(value: object) -> str:
 
 
 def _serialize_params(params: dict[str, object]) -> str:
-    return "".join(f";{name}" if value is True else f";{name}={_serialize_bare(value)}" for name, value in params.items())
+    return "".join(
+        f";{name}" if value is True else f";{name}={_serialize_bare(value)}" for name, value in params.items()
+    )
 
 
 def _serialize_inner_list(items: list[tuple[object, dict]], params: dict[str, object]) -> str:

@@ -26,10 +26,29 @@ BUSY_TIMEOUT_MS = 10_000
 READER_THREADS = 3
 
 
-def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection that can run callbacks once the current transaction commits.
+
+    Code inside a write (enqueueing a task, say) uses `conn.after_commit(fn)` to
+    act only when its rows are visible to everyone (waking the task runner).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit_callbacks: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.commit_callbacks.append(callback)
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> Connection:
     """Open a connection with the pragmas every connection needs."""
     conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        str(path),
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=Connection,
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -40,15 +59,24 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Run fn(conn, *args) inside BEGIN IMMEDIATE … COMMIT, rolling back on error."""
+def run_in_transaction(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(conn, *args) inside BEGIN IMMEDIATE … COMMIT, rolling back on error.
+
+    Callbacks registered with `conn.after_commit` run after a successful COMMIT
+    and are dropped on rollback.
+    """
+    conn.commit_callbacks.clear()
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
     except BaseException:
         conn.execute("ROLLBACK")
+        conn.commit_callbacks.clear()
         raise
     conn.execute("COMMIT")
+    callbacks, conn.commit_callbacks = conn.commit_callbacks, []
+    for callback in callbacks:
+        callback()
     return result
 
 
@@ -70,7 +98,7 @@ class Database:
             max_workers=READER_THREADS, thread_name_prefix="microfedi-db-read"
         )
         self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -115,7 +143,7 @@ class Database:
         conn.execute("PRAGMA optimize")
         conn.close()
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path, readonly=True)

@@ -80,6 +80,25 @@ def _domain(row: sqlite3.Row) -> DomainRow:
     return DomainRow(row["id"], row["domain"], row["service_domain"], row["created_at"])
 
 
+class LocalChanges:
+    """Counts directory changes committed by this process.
+
+    The in-memory directory checks this counter on every request (an integer
+    comparison) and the database only every so often, so changes made here are
+    seen at once and changes made by another process (the CLI) soon after.
+    """
+
+    count = 0
+
+    @classmethod
+    def note(cls, conn: sqlite3.Connection) -> None:
+        conn.after_commit(cls._bump)  # type: ignore[attr-defined]
+
+    @classmethod
+    def _bump(cls) -> None:
+        cls.count += 1
+
+
 def directory_generation(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key = 'directory_generation'").fetchone()[0])
 
@@ -94,6 +113,7 @@ def get_domain(conn: sqlite3.Connection, domain: str) -> DomainRow | None:
 
 
 def insert_domain(conn: sqlite3.Connection, domain: str, service_domain: str | None) -> DomainRow:
+    LocalChanges.note(conn)
     row_id = new_id()
     now = time.time()
     conn.execute(
@@ -104,6 +124,7 @@ def insert_domain(conn: sqlite3.Connection, domain: str, service_domain: str | N
 
 
 def delete_domain(conn: sqlite3.Connection, domain: str) -> None:
+    LocalChanges.note(conn)
     conn.execute("DELETE FROM domains WHERE domain = ?", (domain,))
 
 
@@ -121,6 +142,11 @@ def find_account(conn: sqlite3.Connection, host: str, username: str) -> AccountR
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE host = ? AND username = ?", (host, username)
     ).fetchone()
     return _account(row) if row else None
+
+
+def get_account_by_id(conn: sqlite3.Connection, account_id: int) -> AccountRow:
+    row = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    return _account(row)
 
 
 def find_account_by_handle(conn: sqlite3.Connection, username: str, domain: str) -> AccountRow | None:
@@ -148,6 +174,7 @@ def insert_account(
     private_key_pem: str,
     public_key_pem: str,
 ) -> int:
+    LocalChanges.note(conn)
     row_id = new_id()
     now = time.time()
     conn.execute(
@@ -159,9 +186,17 @@ def insert_account(
 
 
 def set_password_hash(conn: sqlite3.Connection, account_id: int, password_hash: str) -> None:
+    LocalChanges.note(conn)
     conn.execute(
         "UPDATE accounts SET password_hash = ?, updated_at = ? WHERE id = ?",
         (password_hash, time.time(), account_id),
+    )
+
+
+def set_locked(conn: sqlite3.Connection, account_id: int, locked: bool) -> None:
+    LocalChanges.note(conn)
+    conn.execute(
+        "UPDATE accounts SET locked = ?, updated_at = ? WHERE id = ?", (int(locked), time.time(), account_id)
     )
 
 
@@ -170,6 +205,7 @@ def get_password_hash(conn: sqlite3.Connection, account_id: int) -> str:
 
 
 def mark_account_deleted(conn: sqlite3.Connection, account_id: int) -> None:
+    LocalChanges.note(conn)
     now = time.time()
     # The password is cleared so the login dies with the account; the key stays.
     conn.execute(
@@ -188,6 +224,7 @@ def list_instance_actors(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def insert_instance_actor(conn: sqlite3.Connection, host: str, private_key_pem: str, public_key_pem: str) -> None:
+    LocalChanges.note(conn)
     conn.execute(
         "INSERT OR IGNORE INTO instance_actors (host, private_key_pem, public_key_pem, created_at) "
         "VALUES (?, ?, ?, ?)",

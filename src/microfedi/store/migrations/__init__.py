@@ -11,6 +11,8 @@ import re
 import sqlite3
 from importlib import resources
 
+from microfedi.errors import ActionError
+
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -37,7 +39,7 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
     applied = []
     migrations = available_migrations()
     if current_version(conn) > len(migrations):
-        raise RuntimeError(
+        raise ActionError(
             "this database was written by a newer microfedi "
             f"(schema {current_version(conn)}, this version knows {len(migrations)}); upgrade microfedi"
         )
