@@ -22,6 +22,10 @@ from microfedi.config import Settings
 from microfedi.instance import Instance
 from microfedi.store.database import Database
 
+# Real servers on loopback (trustme CA, uvicorn in a thread, silent peers),
+# shared by the federation and end-to-end tests.
+pytest_plugins = ["loopback_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:

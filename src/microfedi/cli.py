@@ -264,10 +264,13 @@ def user_remove(ctx: click.Context, handle: str, yes: bool) -> None:
 def run_instance_action(ctx: click.Context, action: Callable[[Any], Awaitable[T]]) -> T:
     """Like run_action, with the whole Instance (directory, HTTP client) open."""
     import asyncio
+    import logging
 
     from microfedi.errors import ActionError
     from microfedi.instance import Instance
 
+    # The server logs; a command prints its result or one error line.
+    logging.getLogger("microfedi").setLevel(logging.ERROR)
     settings = _settings(ctx)
     _require_init(settings)
 

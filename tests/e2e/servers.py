@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -120,7 +121,7 @@ class Cluster:
     """Several servers that know each other's names."""
 
     root: Path
-    ca: trustme.CA = field(default_factory=trustme.CA)
+    ca: trustme.CA = field(default_factory=trustme.CA)  # pass the suite's `tls_ca` to share it
     servers: list[Server] = field(default_factory=list)
     extra_names: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -161,7 +162,8 @@ class Cluster:
                         request.url = request.url.copy_with(host=address, port=port)
                     return super().handle_request(request)
 
-            self._client = httpx.Client(transport=Pinned(verify=str(self.ca_path)), timeout=20)
+            context = ssl.create_default_context(cafile=str(self.ca_path))
+            self._client = httpx.Client(transport=Pinned(verify=context), timeout=20)
         return self._client
 
     def stop(self) -> None:

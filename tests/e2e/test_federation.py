@@ -1,0 +1,193 @@
+"""Two microfedi servers over https on loopback follow each other.
+
+Server A (127.0.0.2) hosts alice.test. Server B (127.0.0.3) hosts bob.test and
+fedi.test, and carol.test as a split domain: carol.test itself is a separate
+web server (127.0.0.4) that only redirects the three .well-known paths to
+fedi.test, so @carol@carol.test has her actor at https://fedi.test/@carol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.routing import Route
+
+from servers import Cluster, Server, wait_for
+
+WELL_KNOWN = ("webfinger", "host-meta", "nodeinfo")
+
+
+def handle_domain_app() -> Starlette:
+    """carol.test's own web host: a static site that redirects only .well-known."""
+
+    async def redirect(request):  # type: ignore[no-untyped-def]
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"https://fedi.test{request.url.path}{query}", status_code=301)
+
+    async def blog(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("carol's blog")
+
+    routes = [Route(f"/.well-known/{name}", redirect) for name in WELL_KNOWN]
+    return Starlette(routes=[*routes, Route("/", blog)])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Server, Server]]:
+    ca = trustme.CA()
+    cluster = Cluster(tmp_path_factory.mktemp("federation"), ca=ca)
+    a = cluster.add("a", "127.0.0.2", ("alice.test",))
+    b = cluster.add("b", "127.0.0.3", ("bob.test", "fedi.test"))
+    a.cli("domain", "add", "alice.test")
+    a.cli("user", "add", "alice@alice.test")
+    b.cli("domain", "add", "bob.test")
+    b.cli("domain", "add", "fedi.test")
+    b.cli("domain", "add", "carol.test", "--service-domain", "fedi.test")
+    b.cli("user", "add", "bob@bob.test")
+    b.cli("user", "add", "carol@carol.test")
+    b.cli("user", "add", "dave@fedi.test")
+    b.cli("user", "edit", "dave@fedi.test", "--locked")
+    carol_site = _serve_in_thread(handle_domain_app(), "127.0.0.4", ca, "carol.test")
+    cluster.extra_names["carol.test"] = ("127.0.0.4", carol_site.port)
+    try:
+        a.start()
+        b.start()
+        yield cluster, a, b
+    finally:
+        cluster.stop()
+        carol_site.stop()
+
+
+class _ThreadServer:
+    def __init__(self, server, thread, port: int) -> None:  # type: ignore[no-untyped-def]
+        self.server, self.thread, self.port = server, thread, port
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _serve_in_thread(app: Starlette, address: str, ca: trustme.CA, name: str) -> _ThreadServer:
+    """A module-scoped server (the suite's serve_asgi fixture is per test)."""
+    import socket
+    import tempfile
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, 0))
+    pem = Path(tempfile.mkdtemp()) / "cert.pem"
+    ca.issue_cert(name).private_key_and_cert_chain_pem.write_to_path(str(pem))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ssl_certfile=str(pem)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "carol.test did not start"
+        time.sleep(0.01)
+    return _ThreadServer(server, thread, sock.getsockname()[1])
+
+
+def relationships(server: Server, command: str, handle: str) -> dict[str, list[str]]:
+    data = json.loads(server.cli(command, handle, "--json").stdout)
+    return {state: sorted(entry["handle"] for entry in entries) for state, entries in data.items()}
+
+
+def eventually(check: Callable[[], object], what: str) -> None:
+    wait_for(check, timeout=20, what=what)
+
+
+def test_split_domain_webfinger_round_trip_from_outside(cluster: tuple[Cluster, Server, Server]) -> None:
+    network, _, _ = cluster
+    client = network.client()
+    first = client.get("https://carol.test/.well-known/webfinger?resource=acct:carol@carol.test")
+    assert first.status_code == 301
+    jrd = client.get(first.headers["location"]).json()
+    assert jrd["subject"] == "acct:carol@carol.test"
+    self_link = next(link["href"] for link in jrd["links"] if link["rel"] == "self")
+    assert self_link == "https://fedi.test/@carol"
+    # Mastodon's second leg: preferredUsername@URL-host asked at the URL host.
+    again = client.get("https://fedi.test/.well-known/webfinger?resource=acct:carol@fedi.test").json()
+    assert again["subject"] == "acct:carol@carol.test"
+    assert next(link["href"] for link in again["links"] if link["rel"] == "self") == self_link
+
+
+def test_follow_each_other(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    assert "follow request sent" in a.cli("follow", "alice@alice.test", "bob@bob.test").stdout
+    b.cli("follow", "bob@bob.test", "@alice@alice.test")
+    eventually(lambda: relationships(a, "following", "alice@alice.test")["accepted"] == ["bob@bob.test"], "A sees B accept")
+    eventually(lambda: relationships(b, "following", "bob@bob.test")["accepted"] == ["alice@alice.test"], "B sees A accept")
+    assert relationships(a, "followers", "alice@alice.test")["accepted"] == ["bob@bob.test"]
+    assert relationships(b, "followers", "bob@bob.test")["accepted"] == ["alice@alice.test"]
+    # The collections other servers read say the same, with correct totals.
+    client = a.client()
+    followers = client.get("https://bob.test/@bob/followers", headers={"Accept": "application/activity+json"}).json()
+    assert followers["totalItems"] == 1
+    page = client.get(followers["first"], headers={"Accept": "application/activity+json"}).json()
+    assert page["type"] == "OrderedCollectionPage" and page["orderedItems"] == ["https://alice.test/@alice"]
+
+
+def test_follow_split_domain_account_both_ways(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    out = a.cli("follow", "alice@alice.test", "carol@carol.test").stdout
+    assert "https://fedi.test/@carol" in out
+    b.cli("follow", "carol@carol.test", "alice@alice.test")
+    eventually(
+        lambda: "carol@carol.test" in relationships(a, "following", "alice@alice.test")["accepted"],
+        "alice's follow of carol accepted",
+    )
+    eventually(
+        lambda: relationships(b, "following", "carol@carol.test")["accepted"] == ["alice@alice.test"],
+        "carol's follow of alice accepted",
+    )
+    # A shows carol by her handle on carol.test, not by the URL host.
+    assert "carol@carol.test" in relationships(a, "followers", "alice@alice.test")["accepted"]
+
+
+def test_locked_account_holds_follow_until_approved(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    a.cli("follow", "alice@alice.test", "dave@fedi.test")
+    eventually(lambda: relationships(b, "followers", "dave@fedi.test")["pending"] == ["alice@alice.test"], "request held")
+    assert relationships(a, "following", "alice@alice.test")["pending"] == ["dave@fedi.test"]
+    b.cli("approve", "dave@fedi.test", "alice@alice.test")
+    eventually(
+        lambda: "dave@fedi.test" in relationships(a, "following", "alice@alice.test")["accepted"], "approval arrives"
+    )
+
+
+def test_unfollow_and_block(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    a.cli("follow", "alice@alice.test", "bob@bob.test")
+    eventually(lambda: "bob@bob.test" in relationships(a, "following", "alice@alice.test")["accepted"], "following bob")
+    a.cli("unfollow", "alice@alice.test", "bob@bob.test")
+    eventually(
+        lambda: "alice@alice.test" not in relationships(b, "followers", "bob@bob.test")["accepted"], "Undo reaches B"
+    )
+    # bob blocks alice: the follow alice -> bob is gone on both sides, and a new one is refused.
+    b.cli("follow", "bob@bob.test", "alice@alice.test")
+    b.cli("block", "bob@bob.test", "alice@alice.test")
+    eventually(
+        lambda: "bob@bob.test" not in relationships(a, "followers", "alice@alice.test")["accepted"], "Block reaches A"
+    )
+    a.cli("follow", "alice@alice.test", "bob@bob.test")
+    eventually(
+        lambda: "bob@bob.test" not in sum(relationships(a, "following", "alice@alice.test").values(), []),
+        "B rejects a blocked follower",
+    )
+
+
+def test_unknown_remote_account_is_a_clear_error(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, _ = cluster
+    result = a.cli("follow", "alice@alice.test", "nobody@bob.test", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot find nobody@bob.test")
+    assert "Traceback" not in result.stderr
