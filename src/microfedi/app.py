@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from microfedi.config import Settings
 from microfedi.domains import host_of
 from microfedi.errors import ActionError
-from microfedi.federation import delivery, processing, upkeep  # noqa: F401  (declare task kinds)
+from microfedi.federation import delivery, inbound_posts, processing, upkeep  # noqa: F401  (declare task kinds)
 from microfedi.federation import routes as federation_routes
 from microfedi.instance import Instance
 from microfedi.tasks.metrics import metrics_endpoint

@@ -389,6 +389,174 @@ def block(ctx: click.Context, local: str, remote: str, undo: bool) -> None:
     click.echo(f"{'unblocked' if undo else 'blocked'} {party.handle} {QUEUED_NOTE}")
 
 
+# ---------------------------------------------------------------- posts
+
+
+def _post_action(ctx: click.Context, local: str, do: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `do(actions)` with the PostActions of local account `local`."""
+    from microfedi.posts import PostActions
+
+    async def go(instance: Any) -> T:
+        return await do(await PostActions.of(instance, local))
+
+    return run_instance_action(ctx, go)
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("text")
+@click.option("--visibility", type=click.Choice(["public", "unlisted", "private", "direct"]), default="public", show_default=True, help="private: followers only; direct: mentioned accounts only.")
+@click.option("--cw", help="Content warning (the text is hidden behind it).")
+@click.option("--reply-to", metavar="POST", help="Reply to a post (its URL, or a local post id).")
+@click.option("--language", metavar="CODE", help="Language of the text, e.g. en.")
+@click.pass_context
+def post(ctx: click.Context, local: str, text: str, visibility: str, cw: str | None, reply_to: str | None, language: str | None) -> None:
+    """Write a post. @user@domain mentions and #hashtags are linked."""
+    created = _post_action(ctx, local, lambda a: a.create(text, visibility=visibility, cw=cw, reply_to=reply_to, language=language))
+    click.echo(f"posted {created.uri} ({created.visibility}) {QUEUED_NOTE}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("reference", metavar="POST")
+@click.argument("text")
+@click.option("--cw", help="New content warning (empty string removes it).")
+@click.pass_context
+def edit(ctx: click.Context, local: str, reference: str, text: str, cw: str | None) -> None:
+    """Edit one of your posts (the old version is kept in its history)."""
+    edited = _post_action(ctx, local, lambda a: a.edit(reference, text, cw=cw))
+    click.echo(f"edited {edited.uri} {QUEUED_NOTE}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("reference", metavar="POST")
+@click.pass_context
+def delete(ctx: click.Context, local: str, reference: str) -> None:
+    """Delete one of your posts (a Tombstone stays at its URL)."""
+    deleted = _post_action(ctx, local, lambda a: a.delete(reference))
+    click.echo(f"deleted {deleted.uri} {QUEUED_NOTE}")
+
+
+def _toggle_command(name: str, verb: str, past: str, help_text: str) -> None:
+    @main.command(name, help=help_text)
+    @click.argument("local", metavar="USER@DOMAIN")
+    @click.argument("reference", metavar="POST")
+    @click.option("--undo", is_flag=True, help=f"Undo the {verb}.")
+    @click.pass_context
+    def command(ctx: click.Context, local: str, reference: str, undo: bool) -> None:
+        target = _post_action(ctx, local, lambda a: getattr(a, name)(reference, undo=undo))
+        click.echo(f"{'un' + past if undo else past} {target.uri} {QUEUED_NOTE}")
+
+
+_toggle_command("like", "like", "liked", "Like (favourite) a post, by URL or local id.")
+_toggle_command("boost", "boost", "boosted", "Boost (announce) a public post to your followers.")
+_toggle_command("pin", "pin", "pinned", "Pin one of your posts to your profile.")
+
+
+def _post_json(item: Any, handles: dict[str, str]) -> dict[str, Any]:
+    from microfedi.content import html_to_text
+
+    post = item.post
+    return {
+        "id": str(post.id),
+        "uri": post.uri,
+        "url": post.url or post.uri,
+        "author": post.author,
+        "author_handle": handles.get(post.author, post.author),
+        "boosted_by": item.boosted_by,
+        "boosted_by_handle": handles.get(item.boosted_by) if item.boosted_by else None,
+        "visibility": post.visibility,
+        "summary": post.summary,
+        "content": post.content,
+        "text": html_to_text(post.content),
+        "in_reply_to": post.in_reply_to,
+        "language": post.language,
+        "published": post.published,
+        "edited": post.updated,
+        "replies": post.reply_count,
+        "boosts": post.boost_count,
+        "likes": post.like_count,
+        "hashtags": post.hashtags,
+        "mentions": [m["href"] for m in post.mentions],
+        "attachments": post.attachments,
+        "poll": post.poll,
+    }
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("which", type=click.Choice(["home", "local", "federated"]), default="home")
+@click.option("--tag", help="A hashtag timeline instead.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.option("--max-id", type=int, help="Page: only entries older than this id.")
+@click.option("--json", "as_json", is_flag=True, help="JSON list, newest first (stable fields).")
+@click.pass_context
+def timeline(ctx: click.Context, local: str, which: str, tag: str | None, limit: int, max_id: int | None, as_json: bool) -> None:
+    """Show a timeline as USER@DOMAIN sees it."""
+    import json
+
+    from microfedi import posts as actions
+    from microfedi.content import html_to_text
+
+    async def read(instance: Any) -> tuple[list[Any], dict[str, str]]:
+        items = await actions.timeline(instance, local, which, tag=tag, limit=limit, max_id=max_id)
+        uris = [i.post.author for i in items] + [i.boosted_by for i in items if i.boosted_by]
+        return items, await actions.actor_handles(instance, uris)
+
+    items, handles = run_instance_action(ctx, read)
+    if as_json:
+        click.echo(json.dumps([dict(_post_json(i, handles), entry_id=str(i.entry_id)) for i in items], indent=2))
+        return
+    if not items:
+        click.echo("nothing here yet")
+    for item in items:
+        post = item.post
+        boosted = f"  (boosted by {handles.get(item.boosted_by)})" if item.boosted_by else ""
+        click.echo(f"[{item.entry_id}] {handles.get(post.author)} · {post.visibility}{boosted}")
+        if post.summary:
+            click.echo(f"  CW: {html_to_text(post.summary)}")
+        click.echo("  " + html_to_text(post.content).replace("\n", "\n  "))
+        click.echo(f"  {post.uri}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.option("--json", "as_json", is_flag=True, help="JSON list, newest first.")
+@click.pass_context
+def notifications(ctx: click.Context, local: str, limit: int, as_json: bool) -> None:
+    """Mentions, follows, likes, boosts, edits and moves for USER@DOMAIN."""
+    import json
+
+    from microfedi import posts as actions
+    from microfedi.store import posts as pq
+
+    async def read(instance: Any) -> tuple[list[Any], dict[str, str], dict[int, str]]:
+        found = await actions.notifications(instance, local, limit=limit)
+        handles = await actions.actor_handles(instance, [n.actor for n in found])
+        uris = {}
+        for n in found:
+            if n.post_id:
+                post = await instance.db.read(pq.get_post, n.post_id)
+                uris[n.post_id] = post.uri if post else ""
+        return found, handles, uris
+
+    found, handles, uris = run_instance_action(ctx, read)
+    rows = [
+        {"id": str(n.id), "type": n.type, "actor": n.actor, "actor_handle": handles.get(n.actor, n.actor),
+         "post": uris.get(n.post_id) if n.post_id else None, "created_at": n.created_at}
+        for n in found
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no notifications")
+    for row in rows:
+        click.echo(f"{row['type']:<15} {row['actor_handle']}" + (f"  {row['post']}" if row["post"] else ""))
+
+
 # ---------------------------------------------------------------- serving
 
 

@@ -91,6 +91,10 @@ class Instance:
             return None
         return snapshot.accounts_by_handle.get((username.lower(), domain.lower()))
 
+    def local_account_uris(self) -> dict[str, AccountRow]:
+        """Actor URI → live local account."""
+        return {self.urls.actor(a): a for a in self.snapshot().accounts_by_url.values()}
+
     def local_inboxes(self) -> dict[str, str]:
         """Actor URI → inbox URL of every live local account."""
         return {self.urls.actor(a): self.urls.inbox(a) for a in self.snapshot().accounts_by_url.values()}

@@ -35,7 +35,11 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
     """The SubjectPublicKeyInfo PEM of a private key, as actors publish it."""
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @dataclass
@@ -43,6 +47,7 @@ class PeerActor:
     """One actor of the peer: its URI, its current key, and whether it was deleted."""
 
     uri: str
+    host: str
     username: str
     private_key: rsa.RSAPrivateKey
     gone: bool = False
@@ -60,6 +65,7 @@ class PeerActor:
 class ReceivedPost:
     """A POST that reached one of the peer's inboxes, as it arrived."""
 
+    host: str
     path: str
     headers: dict[str, str]  # names lower-cased
     body: bytes
@@ -70,18 +76,26 @@ class ReceivedPost:
 
 @dataclass
 class FakePeer:
-    """A remote server named ``host``: ``/users/NAME`` actors, personal and shared inboxes."""
+    """Remote servers named ``hosts``: ``/users/NAME`` actors, their inboxes, a shared ``/inbox``.
 
-    host: str = "peer.test"
-    actors: dict[str, PeerActor] = field(default_factory=dict)
+    One app plays every host; it tells them apart by the Host header.
+    """
+
+    hosts: tuple[str, ...] = ("peer.test",)
+    _actors: dict[tuple[str, str], PeerActor] = field(default_factory=dict)
     _received: list[ReceivedPost] = field(default_factory=list)
     _fetches: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_actor(self, username: str) -> PeerActor:
-        """A new actor with a fresh key, served from now on."""
-        actor = PeerActor(f"https://{self.host}/users/{username}", username, new_rsa_key())
-        self.actors[username] = actor
+    def add_actor(self, username: str, host: str | None = None, key: rsa.RSAPrivateKey | None = None) -> PeerActor:
+        """A new actor on ``host`` (the first of ``hosts`` by default), served from now on.
+
+        Its key is ``key``, or a fresh one (generating one takes a noticeable ~0.15 s).
+        """
+        host = host or self.hosts[0]
+        assert host in self.hosts, f"{host} is not served by this peer"
+        actor = PeerActor(f"https://{host}/users/{username}", host, username, key or new_rsa_key())
+        self._actors[(host, username)] = actor
         return actor
 
     def rotate_key(self, actor: PeerActor) -> rsa.RSAPrivateKey:
@@ -97,7 +111,7 @@ class FakePeer:
     def fetches(self, actor: PeerActor) -> int:
         """How many times ``actor``'s document was requested."""
         with self._lock:
-            return self._fetches[actor.username]
+            return self._fetches[actor.uri]
 
     def document(self, actor: PeerActor) -> dict[str, object]:
         """The actor document, shaped as Mastodon serves one."""
@@ -110,16 +124,16 @@ class FakePeer:
             "outbox": actor.uri + "/outbox",
             "followers": actor.uri + "/followers",
             "following": actor.uri + "/following",
-            "endpoints": {"sharedInbox": f"https://{self.host}/inbox"},
+            "endpoints": {"sharedInbox": f"https://{actor.host}/inbox"},
             "publicKey": {"id": actor.key_id, "owner": actor.uri, "publicKeyPem": public_pem(actor.private_key)},
         }
 
     async def _actor_view(self, request: Request) -> Response:
-        actor = self.actors.get(request.path_params["username"])
+        actor = self._actors.get((request.url.hostname or "", request.path_params["username"]))
         if actor is None:
             return Response("no such actor\n", 404)
         with self._lock:
-            self._fetches[actor.username] += 1
+            self._fetches[actor.uri] += 1
         if actor.gone:
             tombstone = {"id": actor.uri, "type": "Tombstone"}
             return Response(json.dumps(tombstone), 410, media_type=ACTIVITY_JSON)
@@ -127,13 +141,13 @@ class FakePeer:
 
     async def _inbox_view(self, request: Request) -> Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        post = ReceivedPost(request.url.path, headers, await request.body())
+        post = ReceivedPost(request.url.hostname or "", request.url.path, headers, await request.body())
         with self._lock:
             self._received.append(post)
         return Response(status_code=202)
 
     def app(self) -> Starlette:
-        """The ASGI app to serve (over https, named ``host``)."""
+        """The ASGI app to serve (over https, with a certificate for ``hosts``)."""
         return Starlette(
             routes=[
                 Route("/users/{username}", self._actor_view),

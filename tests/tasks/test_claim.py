@@ -10,7 +10,11 @@ import pytest
 from microfedi.store import tasks as q
 from microfedi.store.database import Database
 from microfedi.tasks.circuit import HostWrites
-from microfedi.tasks.claim import MAX_SKIPS_BEFORE_REQUERY, ClaimPlan, claim_and_complete
+from microfedi.tasks.claim import (
+    MAX_SKIPS_BEFORE_REQUERY,
+    ClaimPlan,
+    claim_and_complete,
+)
 from microfedi.tasks.queue import NewTask, enqueue_many
 from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKind
 

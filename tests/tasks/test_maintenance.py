@@ -10,7 +10,12 @@ import pytest
 from microfedi.instance import Instance
 from microfedi.store import tasks as q
 from microfedi.store.database import Connection
-from microfedi.tasks.maintenance import DAY, declare_maintenance_kinds, expire_tasks_of_down_hosts, purge_finished_tasks
+from microfedi.tasks.maintenance import (
+    DAY,
+    declare_maintenance_kinds,
+    expire_tasks_of_down_hosts,
+    purge_finished_tasks,
+)
 from microfedi.tasks.queue import enqueue
 from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKind
 

@@ -11,8 +11,21 @@ import pytest
 
 from microfedi.store import tasks as q
 from microfedi.store.database import Connection, Database, connect
-from microfedi.tasks.queue import NewTask, add_waker, enqueue, enqueue_many, enqueue_task, remove_waker
-from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKind, TaskKindError
+from microfedi.tasks.queue import (
+    NewTask,
+    add_waker,
+    enqueue,
+    enqueue_many,
+    enqueue_task,
+    remove_waker,
+)
+from microfedi.tasks.registry import (
+    Priority,
+    Registry,
+    TaskContext,
+    TaskKind,
+    TaskKindError,
+)
 
 
 async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:

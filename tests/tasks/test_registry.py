@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from microfedi.tasks import maintenance
-from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKindError, registry
+from microfedi.tasks.registry import (
+    Priority,
+    Registry,
+    TaskContext,
+    TaskKindError,
+    registry,
+)
 
 
 async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:

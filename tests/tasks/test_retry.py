@@ -10,9 +10,20 @@ from typing import Any
 import pytest
 
 from microfedi.store import tasks as q
-from microfedi.tasks.errors import HostDownError, HostError, PermanentError, RetryableError
+from microfedi.tasks.errors import (
+    HostDownError,
+    HostError,
+    PermanentError,
+    RetryableError,
+)
 from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKind
-from microfedi.tasks.retry import after_failure, after_success, describe_error, failed_host, retry_delay
+from microfedi.tasks.retry import (
+    after_failure,
+    after_success,
+    describe_error,
+    failed_host,
+    retry_delay,
+)
 
 NOW = 1_700_000_000.0
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import os
-import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,12 +18,16 @@ from microfedi.store.database import Connection
 from microfedi.tasks.circuit import HostCircuit
 from microfedi.tasks.errors import HostError, PermanentError, RetryableError
 from microfedi.tasks.queue import NewTask, enqueue_many, enqueue_task
-from microfedi.tasks.registry import Priority, Registry, TaskContext
+from microfedi.tasks.registry import Priority, Registry, TaskContext, TaskKind
 
 if TYPE_CHECKING:
     from conftest import Concurrency, MakeRunner, TaskTable
 
 Payload = dict[str, Any]
+
+
+async def do_nothing(ctx: TaskContext, payload: Payload) -> None:
+    return None
 
 
 async def enqueue_many_now(instance: Instance, kind: Any, items: list[NewTask]) -> int:
@@ -197,7 +199,7 @@ async def test_retries_back_off_more_each_time_then_the_task_is_dead(
     task_id = await enqueue_task(instance.db, flaky, {})
     runner = await make_runner(poll_interval=5)  # retries wake the runner themselves
     await tasks_table.wait_for_states(dead=1)
-    gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
     assert len(calls) == 4
     # Retry n waits in [0.05 * 2**(n-1), 0.05 * 2**n): 0.05-0.1, 0.1-0.2, 0.2-0.4 s.
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
@@ -318,19 +320,23 @@ class FlakyHosts:
         finally:
             self.running[host] -= 1
 
+    def declare(self, registry: Registry, **rules: Any) -> TaskKind:
+        """A per-host `deliver` kind, retrying fast, whose handler is this."""
+
+        async def deliver(ctx: TaskContext, payload: Payload) -> None:
+            await self(ctx, payload)
+
+        return registry.task_kind(
+            "deliver", priority=Priority.DELIVERY, per_host=True, max_attempts=100, backoff_base=0.01,
+            backoff_cap=0.02, **rules,
+        )(deliver)  # fmt: skip
+
 
 async def test_a_failing_host_is_skipped_while_others_flow_then_probed_and_drained(
     instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable
 ) -> None:
     hosts = FlakyHosts("down.example")
-
-    async def deliver(ctx: TaskContext, payload: Payload) -> None:
-        await hosts(ctx, payload)
-
-    kind = registry.task_kind(
-        "deliver", priority=Priority.DELIVERY, concurrency=16, per_host=True, max_attempts=100,
-        backoff_base=0.01, backoff_cap=0.02,
-    )(deliver)  # fmt: skip
+    kind = hosts.declare(registry, concurrency=16)
     await enqueue_many_now(
         instance, kind, [NewTask({}, host=h) for h in ("down.example", "up.example") for _ in range(10)]
     )
@@ -368,13 +374,7 @@ async def test_a_failed_probe_reopens_the_circuit_for_longer(
     instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable
 ) -> None:
     hosts = FlakyHosts("down.example")
-
-    async def deliver(ctx: TaskContext, payload: Payload) -> None:
-        await hosts(ctx, payload)
-
-    kind = registry.task_kind(
-        "deliver", priority=Priority.DELIVERY, per_host=True, max_attempts=100, backoff_base=0.01, backoff_cap=0.02
-    )(deliver)
+    kind = hosts.declare(registry)
     await enqueue_many_now(instance, kind, [NewTask({}, host="down.example") for _ in range(6)])
     circuit = HostCircuit(failure_threshold=2, base_cooldown=0.3, max_cooldown=5, host_limit=1)
     await make_runner(circuit=circuit)
@@ -394,8 +394,8 @@ async def test_a_failed_probe_reopens_the_circuit_for_longer(
 # ---------------------------------------------------------------- crashes and shutdown
 
 
-async def test_tasks_of_a_killed_process_run_again_after_their_leases_lapse(
-    instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable, tmp_path: Path
+async def test_tasks_a_killed_process_left_running_run_again_when_a_runner_starts(
+    instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable
 ) -> None:
     done: list[int] = []
 
@@ -415,7 +415,7 @@ async def test_tasks_of_a_killed_process_run_again_after_their_leases_lapse(
 
         registry = Registry()
 
-        @registry.task_kind("work", priority=Priority.LOCAL, concurrency=8, timeout=1)
+        @registry.task_kind("work", priority=Priority.LOCAL, concurrency=8, timeout=3600)
         async def work(ctx, payload):
             print("started", payload["n"], flush=True)
             await asyncio.sleep(3600)
@@ -423,39 +423,56 @@ async def test_tasks_of_a_killed_process_run_again_after_their_leases_lapse(
         async def main():
             instance = Instance(Settings(data_dir=Path(sys.argv[1])))
             await instance.open()
-            runner = Runner(instance, registry=registry, lease_margin=0, poll_interval=0.05)
-            await runner.start()
+            await Runner(instance, registry=registry, poll_interval=0.05).start()
             await asyncio.sleep(3600)
 
         asyncio.run(main())
         """
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(instance.settings.data_dir)], stdout=subprocess.PIPE, text=True
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(instance.settings.data_dir), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None
-        started = [await asyncio.to_thread(process.stdout.readline) for _ in range(5)]
-        assert sorted(started) == [f"started {n}\n" for n in range(5)]
+        started = [await asyncio.wait_for(process.stdout.readline(), 10) for _ in range(5)]
+        assert sorted(started) == [f"started {n}\n".encode() for n in range(5)]
     finally:
         process.kill()  # SIGKILL: no shutdown code runs
-        process.wait()
+        await process.wait()
     assert await tasks_table.states() == {"running": 5}
+    leases = await instance.db.read(lambda c: [r[0] for r in c.execute("SELECT locked_until FROM tasks")])
+    assert min(leases) > time.time() + 3000  # an hour's lease...
 
     await make_runner()
     waited = await tasks_table.wait_for_states(done=5, timeout=5)
+    assert waited < 1  # ...not waited out: no runner was alive to hold it
     assert sorted(done) == [0, 1, 2, 3, 4]
-    assert waited < 3  # the 1 s lease, then the next poll
-    rows = [await tasks_table.task(i) for i in await instance.db.read(lambda c: [r[0] for r in c.execute("SELECT id FROM tasks")])]
-    assert all(row.attempts == 2 for row in rows)  # the killed attempt counts
+    attempts = await instance.db.read(lambda c: [r[0] for r in c.execute("SELECT attempts FROM tasks")])
+    assert attempts == [2] * 5  # the killed attempt counts
+
+
+async def test_while_another_runner_lives_its_tasks_wait_for_their_leases_to_lapse(
+    instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable
+) -> None:
+    work = registry.task_kind("work", priority=Priority.LOCAL)(do_nothing)
+
+    await make_runner(registry=Registry())  # alive, holding the runner lock, running nothing of ours
+    await enqueue_many_now(instance, work, [NewTask({}) for _ in range(3)])
+    ids = await instance.db.read(lambda c: [r[0] for r in c.execute("SELECT id FROM tasks")])
+    now = time.time()
+    # As if a live runner had claimed them, with leases that end in 0.5 s.
+    await instance.db.write(q.mark_running, [(task_id, now + 0.5) for task_id in ids], now)
+    await make_runner()
+    await asyncio.sleep(0.3)
+    assert await tasks_table.states() == {"running": 3}
+    await tasks_table.wait_for_states(done=3, timeout=3)
+    assert time.time() - now >= 0.5
 
 
 async def test_a_late_completion_of_a_run_whose_lease_lapsed_changes_nothing(
     instance: Instance, registry: Registry, tasks_table: TaskTable
 ) -> None:
-    @registry.task_kind("work", priority=Priority.LOCAL)
-    async def work(ctx: TaskContext, payload: Payload) -> None:
-        return None
+    work = registry.task_kind("work", priority=Priority.LOCAL)(do_nothing)
 
     task_id = await enqueue_task(instance.db, work, {})
     assert task_id is not None
@@ -496,9 +513,7 @@ async def test_stop_lets_short_runs_finish_and_releases_long_ones(
 async def test_after_stop_nothing_more_is_claimed(
     instance: Instance, registry: Registry, make_runner: MakeRunner, tasks_table: TaskTable
 ) -> None:
-    @registry.task_kind("job", priority=Priority.LOCAL)
-    async def job(ctx: TaskContext, payload: Payload) -> None:
-        return None
+    job = registry.task_kind("job", priority=Priority.LOCAL)(do_nothing)
 
     runner = await make_runner()
     await runner.stop()
@@ -524,7 +539,7 @@ async def test_a_periodic_kind_runs_at_start_and_again_every_interval(
     runner = await make_runner(poll_interval=0.02)
     while len(runs) < 4:
         await asyncio.sleep(0.01)
-    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert all(gap >= 0.15 for gap in gaps), gaps
     await runner.stop()
     rows = await instance.db.read(lambda c: c.execute("SELECT dedupe_key, state, attempts, priority FROM tasks").fetchall())

@@ -123,8 +123,8 @@ def ordered_collection(collection_id: str, items: list[Any], total: int | None =
     }
 
 
-def paged_collection(collection_id: str, total: int) -> dict[str, Any]:
-    """The head of a paged OrderedCollection: the total and a link to page 1."""
+def paged_collection(collection_id: str, total: int, first: str | None = None) -> dict[str, Any]:
+    """The head of a paged OrderedCollection: the total and a link to the first page."""
     head: dict[str, Any] = {
         "@context": AS_CONTEXT,
         "id": collection_id,
@@ -132,8 +132,22 @@ def paged_collection(collection_id: str, total: int) -> dict[str, Any]:
         "totalItems": total,
     }
     if total:
-        head["first"] = f"{collection_id}?page=1"
+        head["first"] = first or f"{collection_id}?page=1"
     return head
+
+
+def cursor_page(page_id: str, collection_id: str, items: list[Any], next_page: str | None) -> dict[str, Any]:
+    """A page of a collection paged by cursor (max_id) rather than number."""
+    doc: dict[str, Any] = {
+        "@context": AS_CONTEXT,
+        "id": page_id,
+        "type": "OrderedCollectionPage",
+        "partOf": collection_id,
+        "orderedItems": items,
+    }
+    if next_page:
+        doc["next"] = next_page
+    return doc
 
 
 def collection_page(collection_id: str, page: int, items: list[Any], total: int, has_next: bool) -> dict[str, Any]:

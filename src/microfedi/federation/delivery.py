@@ -38,7 +38,7 @@ def _deliveries(activity_row: int, inboxes: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _publish(
+def queue_publication(
     conn: sqlite3.Connection,
     account_id: int,
     document: dict[str, Any],
@@ -46,6 +46,12 @@ def _publish(
     followers_of: str | None,
     local_inbox: dict[str, str],
 ) -> int:
+    """Store an activity and queue its deliveries inside the caller's transaction.
+
+    `local_inbox` maps local actor URIs to their inboxes, for local followers
+    that should get it through the inbox too (empty: local fan-out is done by
+    the caller).
+    """
     row = fq.insert_activity(conn, document["id"], account_id, document)
     targets = list(inboxes)
     if followers_of is not None:
@@ -72,7 +78,7 @@ async def publish(
     """
     local_inbox = instance.local_inboxes()
     followers_of = instance.urls.actor(account) if to_followers else None
-    return await instance.db.write(_publish, account.id, document, list(inboxes), followers_of, local_inbox)
+    return await instance.db.write(queue_publication, account.id, document, list(inboxes), followers_of, local_inbox)
 
 
 class ActivityCache:

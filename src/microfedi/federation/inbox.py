@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from microfedi.federation.activities import id_of, type_of
 from microfedi.federation.http import read_capped
-from microfedi.federation.remote import RemoteError, actor_for_key
+from microfedi.federation.remote import RemoteError, actor_for_key, host_of_url
 from microfedi.federation.signatures import (
     SignatureError,
     load_public_key,
@@ -117,5 +117,10 @@ async def inbox_endpoint(request: Request) -> Response:
         return error(401, f"signature refused: cannot get the signing key: {exc.reason}")
     if signer != actor_id:
         return error(401, f"signature refused: signed by {signer}, but the activity's actor is {actor_id}")
+    activity_id = id_of(doc.get("id"))
+    if activity_id and host_of_url(activity_id) != host_of_url(signer):
+        # An id on another host could shadow that host's real activity in the
+        # deduplication (and we do not take in forwarded activities).
+        return error(400, f"the activity id {activity_id} is not on its actor's host")
     await take_in(instance, doc, activity_key(doc, body), recipient, signer)
     return Response(status_code=202)

@@ -16,6 +16,7 @@ from microfedi.federation.activities import id_of, type_of
 from microfedi.federation.delivery import publish
 from microfedi.federation.remote import RemoteError, actor_fields, get_actor
 from microfedi.store import federation as fq
+from microfedi.store import posts as pq
 from microfedi.store.federation import Follow
 from microfedi.tasks.errors import PermanentError, RetryableError
 from microfedi.tasks.registry import Priority, task_kind
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, dict[str, Any], str], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {}
+# Undo of activities about posts (Like, Announce), registered by inbound_posts.
+UndoHandler = Callable[[Any, Any, str], Awaitable[None]]
+UNDO_HANDLERS: dict[str, UndoHandler] = {}
 
 
 def handles(kind: str) -> Callable[[Handler], Handler]:
@@ -68,11 +72,18 @@ async def on_follow(instance: Any, doc: dict[str, Any], signer: str) -> None:
         await publish(instance, account, activities.make("Reject", me, doc), inboxes=[inbox])
         return
     existing = await instance.db.read(fq.get_follow, signer, me)
-    if account.locked and (existing is None or existing.state == "pending"):
-        await instance.db.write(fq.put_follow, signer, me, "pending", doc["id"])
-        return
-    await instance.db.write(fq.put_follow, signer, me, "accepted", doc["id"])
-    await publish(instance, account, activities.make("Accept", me, doc), inboxes=[inbox])
+    held = account.locked and (existing is None or existing.state == "pending")
+    state = "pending" if held else "accepted"
+
+    def record(conn: Any) -> None:
+        fq.put_follow(conn, signer, me, state, doc["id"])
+        if existing is None or existing.state != state:
+            kind = "follow_request" if held else "follow"
+            pq.add_notification(conn, account.id, kind, signer, doc["id"])
+
+    await instance.db.write(record)
+    if not held:
+        await publish(instance, account, activities.make("Accept", me, doc), inboxes=[inbox])
 
 
 async def _our_follow(instance: Any, obj: Any, followee: str) -> Follow | None:
@@ -110,6 +121,9 @@ async def on_undo(instance: Any, doc: dict[str, Any], signer: str) -> None:
         found = await instance.db.read(fq.find_follow_by_activity, id_of(obj) or "")
         if found is not None and found.follower == signer:
             await instance.db.write(fq.delete_follow, found.follower, found.followee)
+            return
+        for undo in UNDO_HANDLERS.values():
+            await undo(instance, obj, signer)
         return
     if id_of(obj.get("actor")) != signer:
         return  # only an activity's own actor may undo it
@@ -118,6 +132,15 @@ async def on_undo(instance: Any, doc: dict[str, Any], signer: str) -> None:
         await instance.db.write(fq.delete_follow, signer, target)
     elif kind == "Block":
         await instance.db.write(fq.delete_block, signer, target)
+    elif kind in UNDO_HANDLERS:
+        await UNDO_HANDLERS[kind](instance, obj, signer)
+
+
+class Refused(PermanentError):
+    """An activity we will not apply; the reason is kept on the dead task."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"refused: {reason}")
 
 
 @handles("Block")
@@ -137,13 +160,27 @@ async def on_block(instance: Any, doc: dict[str, Any], signer: str) -> None:
 
 @handles("Delete")
 async def on_delete(instance: Any, doc: dict[str, Any], signer: str) -> None:
-    if id_of(doc.get("object")) == signer:  # an actor deleting itself
+    target = id_of(doc.get("object"))
+    if target == signer:  # an actor deleting itself
         await instance.db.write(fq.mark_remote_actor_deleted, signer)
+        return
+    for delete in OBJECT_DELETERS:
+        await delete(instance, target, signer)
 
 
 @handles("Update")
 async def on_update(instance: Any, doc: dict[str, Any], signer: str) -> None:
     obj = doc.get("object")
-    if isinstance(obj, dict) and id_of(obj) == signer and type_of(obj) in activities.ACTOR_TYPES:
-        fields = actor_fields(obj)
-        await instance.db.write(fq.upsert_remote_actor, signer, fields, None)
+    if not isinstance(obj, dict):
+        return  # Mastodon sends Updates with the object embedded; a bare id says nothing
+    if type_of(obj) in activities.ACTOR_TYPES:
+        if id_of(obj) != signer:
+            raise Refused(f"{signer} may not update the actor {id_of(obj)}")
+        await instance.db.write(fq.upsert_remote_actor, signer, actor_fields(obj), None)
+    elif type_of(obj) in OBJECT_UPDATERS:
+        await OBJECT_UPDATERS[type_of(obj)](instance, doc, obj, signer)
+
+
+# Deletes and Updates of objects other than actors, registered by inbound_posts.
+OBJECT_DELETERS: list[Callable[[Any, str | None, str], Awaitable[None]]] = []
+OBJECT_UPDATERS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any], str], Awaitable[None]]] = {}

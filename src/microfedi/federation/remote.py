@@ -118,7 +118,7 @@ async def _get(instance: Any, url: str, signer_host: str | None) -> dict[str, An
     return doc
 
 
-async def _get_authoritative(instance: Any, url: str, signer_host: str | None) -> dict[str, Any]:
+async def fetch_authoritative(instance: Any, url: str, signer_host: str | None = None) -> dict[str, Any]:
     """Fetch `url`; if the document names another id, fetch that id and require it to agree."""
     url = urldefrag(url).url
     doc = await _get(instance, url, signer_host)
@@ -135,7 +135,7 @@ async def _get_authoritative(instance: Any, url: str, signer_host: str | None) -
 
 async def fetch_actor(instance: Any, uri: str, *, signer_host: str | None = None, acct_domain: str | None = None) -> RemoteActor:
     """Fetch, validate and store a remote actor (always over the network)."""
-    doc = await _get_authoritative(instance, uri, signer_host)
+    doc = await fetch_authoritative(instance, uri, signer_host)
     fields = actor_fields(doc)
     return await instance.db.write(fq.upsert_remote_actor, doc["id"], fields, acct_domain)
 
@@ -154,13 +154,13 @@ async def actor_for_key(instance: Any, key_id: str, *, signer_host: str | None =
         cached = await instance.db.read(fq.find_remote_actor_by_key, key_id)
         if cached is not None:
             return cached
-    doc = await _get_authoritative(instance, key_id, signer_host)
+    doc = await fetch_authoritative(instance, key_id, signer_host)
     if type_of(doc) not in ACTOR_TYPES:
         # A standalone key document: {id, owner, publicKeyPem}; fetch its owner.
         owner = id_of(doc.get("owner"))
         if not owner or host_of_url(owner) != host_of_url(key_id):
             raise RemoteError(f"key {key_id} has no owner on its own host")
-        doc = await _get_authoritative(instance, owner, signer_host)
+        doc = await fetch_authoritative(instance, owner, signer_host)
     fields = actor_fields(doc, key_id)
     if fields["key_id"] != key_id:
         raise RemoteError(f"{doc.get('id')} does not list the key {key_id}")
@@ -216,7 +216,7 @@ async def resolve_handle(instance: Any, handle: str, *, signer_host: str | None 
         return cached
     try:
         _, actor_uri = await webfinger(instance, username, domain)
-        doc = await _get_authoritative(instance, actor_uri, signer_host)
+        doc = await fetch_authoritative(instance, actor_uri, signer_host)
         fields = actor_fields(doc)
         canonical = await _confirm_handle(instance, doc["id"], fields["username"], fields["host"])
     except RemoteError as exc:

@@ -15,11 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from microfedi.errors import ActionError
-from microfedi.federation import actors, nodeinfo, webfinger
+from microfedi.federation import actors, nodeinfo, notes, webfinger
 from microfedi.federation.inbox import inbox_endpoint
 from microfedi.store import federation as fq
+from microfedi.store import posts as pq
+from microfedi.store.directory import AccountRow
+from microfedi.store.posts import Post
 from microfedi.instance import Instance
-from microfedi.web.views import profile_page
+from microfedi.web.views import post_page, profile_page
 from microfedi.web.responses import (
     activity_response,
     directory,
@@ -125,7 +128,7 @@ async def actor_view(request: Request) -> Response:
     if failure is not None:
         return failure
     if not wants_activity_json(request):
-        return profile_page(request, account)
+        return await profile_page(request, account)
     body = _cached(request, ("actor", account.id), lambda: actors.local_actor(account, _instance(request).urls))
     return activity_response(body)
 
@@ -164,16 +167,84 @@ def _follow_collection_view(side: str) -> Callable[[Request], Any]:
     return view
 
 
-def _empty_collection_view(name: str) -> Callable[[Request], Any]:
-    async def view(request: Request) -> Response:
-        account, failure = _local_account(request)
-        if failure is not None:
-            return failure
-        collection_id = getattr(_instance(request).urls, name)(account)
-        return activity_response(dump_json(actors.ordered_collection(collection_id, [])))
+def _note_renderer(request: Request, account: AccountRow) -> Callable[[Post], dict[str, Any]]:
+    urls = _instance(request).urls
+    followers = urls.followers(account)
+    origin = urls.origin(account.host)
+    return lambda post: notes.note_document(post, followers, lambda tag: f"{origin}/tags/{tag}")
 
-    view.__name__ = f"{name}_view"
-    return view
+
+async def outbox_view(request: Request) -> Response:
+    """The outbox: Create activities of public and unlisted posts, paged by id."""
+    account, failure = _local_account(request)
+    if failure is not None:
+        return failure
+    instance = _instance(request)
+    me = instance.urls.actor(account)
+    outbox = instance.urls.outbox(account)
+    shown = ("public", "unlisted")
+    total = await instance.db.read(pq.count_author_posts, me, shown)
+    if "page" not in request.query_params:
+        return activity_response(dump_json(actors.paged_collection(outbox, total, f"{outbox}?page=true")))
+    raw_max = request.query_params.get("max_id")
+    if raw_max is not None and not raw_max.isdigit():
+        return error(400, "max_id must be a post id")
+    max_id = int(raw_max) if raw_max else None
+    posts = await instance.db.read(lambda c: pq.author_posts(c, me, shown, limit=PAGE_SIZE, max_id=max_id))
+    render = _note_renderer(request, account)
+    items = [notes.wrap_activity("Create", p, render(p), f"{p.uri}/activity") for p in posts]
+    for item in items:
+        item.pop("@context")
+    page_id = f"{outbox}?page=true" + (f"&max_id={max_id}" if max_id else "")
+    doc = actors.cursor_page(page_id, outbox, items, f"{outbox}?page=true&max_id={posts[-1].id}" if len(posts) == PAGE_SIZE else None)
+    return activity_response(dump_json(doc))
+
+
+async def featured_view(request: Request) -> Response:
+    """Pinned posts (the `featured` collection Mastodon reads)."""
+    account, failure = _local_account(request)
+    if failure is not None:
+        return failure
+    instance = _instance(request)
+    pinned = await instance.db.read(pq.pinned_posts, instance.urls.actor(account))
+    render = _note_renderer(request, account)
+    items = [{k: v for k, v in render(p).items() if k != "@context"} for p in pinned if p.visibility in ("public", "unlisted")]
+    return activity_response(dump_json(actors.ordered_collection(instance.urls.featured(account), items)))
+
+
+async def _local_post(request: Request) -> tuple[AccountRow | None, Post | None, Response | None]:
+    account, failure = _local_account(request)
+    if failure is not None:
+        return None, None, failure
+    instance = _instance(request)
+    uri = f"{instance.urls.actor(account)}/posts/{request.path_params['post_id']}"
+    post = await instance.db.read(pq.get_post_by_uri, uri)
+    if post is None or post.visibility in ("private", "direct"):
+        # Followers-only and direct posts reach their audience by delivery only.
+        return None, None, error(404, "no such post")
+    if post.deleted_at:
+        tombstone = {"@context": actors.AS_CONTEXT, "id": uri, "type": "Tombstone", "deleted": actors.iso_time(post.deleted_at)}
+        return None, None, activity_response(dump_json(tombstone), 410)
+    return account, post, None
+
+
+async def post_view(request: Request) -> Response:
+    """A local post: its Note as ActivityStreams JSON, or an HTML page."""
+    account, post, failure = await _local_post(request)
+    if failure is not None:
+        return failure
+    if not wants_activity_json(request):
+        return await post_page(request, account, post)
+    return activity_response(dump_json(_note_renderer(request, account)(post)))
+
+
+async def post_activity_view(request: Request) -> Response:
+    """The Create activity of a local post, at the id its delivery used."""
+    account, post, failure = await _local_post(request)
+    if failure is not None:
+        return failure
+    note = _note_renderer(request, account)(post)
+    return activity_response(dump_json(notes.wrap_activity("Create", post, note, f"{post.uri}/activity")))
 
 
 async def activity_view(request: Request) -> Response:
@@ -202,7 +273,9 @@ routes = [
     Route("/@{username}/inbox", inbox_endpoint, methods=["POST"]),
     Route("/@{username}/followers", _follow_collection_view("followers")),
     Route("/@{username}/following", _follow_collection_view("following")),
-    Route("/@{username}/outbox", _empty_collection_view("outbox")),
-    Route("/@{username}/featured", _empty_collection_view("featured")),
+    Route("/@{username}/outbox", outbox_view),
+    Route("/@{username}/featured", featured_view),
+    Route("/@{username}/posts/{post_id:int}", post_view),
+    Route("/@{username}/posts/{post_id:int}/activity", post_activity_view),
     Route("/@{username}/activities/{activity_id:int}", activity_view),
 ]

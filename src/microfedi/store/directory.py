@@ -42,6 +42,7 @@ class AccountRow:
     created_at: float
     updated_at: float
     deleted_at: float | None
+    moved_to: str | None = None
 
     @property
     def handle(self) -> str:
@@ -50,7 +51,7 @@ class AccountRow:
 
 _ACCOUNT_COLUMNS = (
     "id, username, domain, host, display_name, summary, is_admin, locked, discoverable, "
-    "public_key_pem, also_known_as, fields, avatar_url, header_url, created_at, updated_at, deleted_at"
+    "public_key_pem, also_known_as, fields, avatar_url, header_url, created_at, updated_at, deleted_at, moved_to"
 )
 
 
@@ -73,6 +74,7 @@ def _account(row: sqlite3.Row) -> AccountRow:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         deleted_at=row["deleted_at"],
+        moved_to=row["moved_to"],
     )
 
 
@@ -197,6 +199,20 @@ def set_locked(conn: sqlite3.Connection, account_id: int, locked: bool) -> None:
     LocalChanges.note(conn)
     conn.execute(
         "UPDATE accounts SET locked = ?, updated_at = ? WHERE id = ?", (int(locked), time.time(), account_id)
+    )
+
+
+def update_profile(conn: sqlite3.Connection, account_id: int, changes: dict[str, object]) -> None:
+    """Set profile columns (display_name, summary, fields, also_known_as, locked, moved_to, ...)."""
+    allowed = {"display_name", "summary", "fields", "also_known_as", "locked", "discoverable", "moved_to", "avatar_url", "header_url"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"not profile columns: {sorted(unknown)}")
+    LocalChanges.note(conn)
+    values = {k: json.dumps(v) if k in ("fields", "also_known_as") else v for k, v in changes.items()}
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    conn.execute(
+        f"UPDATE accounts SET {assignments}, updated_at = ? WHERE id = ?", (*values.values(), time.time(), account_id)
     )
 
 

@@ -121,6 +121,10 @@ def mark_remote_actor_deleted(conn: sqlite3.Connection, uri: str) -> None:
     conn.execute("DELETE FROM follows WHERE follower = ? OR followee = ?", (uri, uri))
 
 
+def set_moved_to(conn: sqlite3.Connection, uri: str, target: str) -> None:
+    conn.execute("UPDATE remote_actors SET moved_to = ? WHERE uri = ?", (target, uri))
+
+
 def stale_remote_actors(conn: sqlite3.Connection, older_than: float, limit: int) -> list[str]:
     """URIs of live remote actors fetched before `older_than` that someone here follows or is followed by."""
     rows = conn.execute(

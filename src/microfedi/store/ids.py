@@ -45,3 +45,14 @@ def id_time(snowflake: int) -> float:
 
 _generator = IdGenerator()
 new_id = _generator.next_id
+
+
+def id_at(timestamp: float) -> int:
+    """An id that sorts at `timestamp` (a remote post's publication time).
+
+    Recent and future times take the next ordinary id; older ones get random
+    low bits, so the caller must be ready for a (rare) clash and try again.
+    """
+    if timestamp >= time.time() - 1:
+        return new_id()
+    return (int(timestamp * 1000) << _SEQUENCE_BITS) | secrets.randbelow(1 << _SEQUENCE_BITS)

@@ -113,13 +113,21 @@ def ensure_periodic_task(conn: sqlite3.Connection, task: NewTaskRow) -> None:
 # ---------------------------------------------------------------- claiming
 
 
+_RELEASE = "UPDATE tasks SET state = 'queued', locked_until = NULL, updated_at = ? WHERE state = 'running'"
+
+
 def release_lapsed_leases(conn: sqlite3.Connection, now: float) -> int:
-    """Queue again the running tasks whose lease ran out (their process died)."""
-    return conn.execute(
-        "UPDATE tasks SET state = 'queued', locked_until = NULL, updated_at = ? "
-        "WHERE state = 'running' AND locked_until < ?",
-        (now, now),
-    ).rowcount
+    """Queue again the running tasks whose lease ran out (their process died).
+
+    The attempt they were on counts: a task that kills its process every
+    time still runs out of attempts.
+    """
+    return conn.execute(_RELEASE + " AND locked_until < ?", (now, now)).rowcount
+
+
+def release_all_leases(conn: sqlite3.Connection, now: float) -> int:
+    """Queue again every running task: for a runner that knows no other runner is alive."""
+    return conn.execute(_RELEASE, (now,)).rowcount
 
 
 def _placeholders(values: Collection[object]) -> str:

@@ -129,20 +129,9 @@ def enqueue_many(
     return added
 
 
-async def enqueue_task(
-    db: Database,
-    kind: TaskKind | str,
-    payload: dict[str, Any],
-    *,
-    dedupe_key: str | None = None,
-    host: str | None = None,
-    run_at: float | None = None,
-    priority: Priority | None = None,
-) -> int | None:
-    """`enqueue` in a transaction of its own, for callers with nothing else to write."""
-    return await db.write(
-        lambda conn: enqueue(conn, kind, payload, dedupe_key=dedupe_key, host=host, run_at=run_at, priority=priority)
-    )
+async def enqueue_task(db: Database, kind: TaskKind | str, payload: dict[str, Any], **options: Any) -> int | None:
+    """`enqueue` (same keyword options) in a transaction of its own, for callers with nothing else to write."""
+    return await db.write(lambda conn: enqueue(conn, kind, payload, **options))
 
 
 async def retry_dead_tasks(db: Database, *, task_id: int | None = None, kind: str | None = None) -> int:

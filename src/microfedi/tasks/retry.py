@@ -67,7 +67,7 @@ def failed_host(task: TaskRow, error: BaseException) -> str | None:
     timeout while talking to a host counts against that host too.
     """
     if isinstance(error, HostError):
-        return error.host or task.host
+        return error.host.lower() if error.host else task.host
     if isinstance(error, TimeoutError):
         return task.host
     return None

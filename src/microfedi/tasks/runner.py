@@ -13,19 +13,28 @@ many due tasks as the limits allow. It cycles when woken (a run finished, or
 a task was enqueued in this process), when a retry or a circuit's cooldown
 falls due, and otherwise every `poll_interval` seconds to see tasks enqueued
 by other processes and leases that lapsed.
+
+Crash safety: a claimed task carries a lease; if its process dies, the lease
+lapses and any runner claims the task again. A runner that starts while no
+other runner holds the database's runner lock (a `flock`, which the kernel
+drops when its holder dies, `kill -9` included) knows that every task still
+marked running was left by a dead process, and queues those again at once
+instead of waiting out their leases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import heapq
 import json
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import microfedi.tasks.maintenance  # noqa: F401  (declares the upkeep kinds on the global registry)
 from microfedi.store import tasks as q
@@ -34,8 +43,14 @@ from microfedi.tasks.circuit import HostCircuit
 from microfedi.tasks.claim import ClaimPlan, claim_and_complete
 from microfedi.tasks.errors import PermanentError, RetryableError
 from microfedi.tasks.queue import NewTask, add_waker, remove_waker, task_row
-from microfedi.tasks.registry import Registry, TaskContext, TaskKind, registry as global_registry
-from microfedi.tasks.retry import after_failure, after_success, describe_error, failed_host
+from microfedi.tasks.registry import Registry, TaskContext, TaskKind
+from microfedi.tasks.registry import registry as global_registry
+from microfedi.tasks.retry import (
+    after_failure,
+    after_success,
+    describe_error,
+    failed_host,
+)
 
 if TYPE_CHECKING:
     from microfedi.instance import Instance
@@ -60,7 +75,6 @@ class KindCounters:
 @dataclass
 class _Run:
     task: q.TaskRow
-    kind: TaskKind
     future: asyncio.Task[None]
 
 
@@ -101,16 +115,27 @@ class Runner:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sole_runner_lock: IO[bytes] | None = None
 
     @property
     def running(self) -> int:
         return len(self._runs)
 
     async def start(self) -> None:
-        """Schedule the periodic kinds, load the circuit state, and start dispatching."""
+        """Schedule the periodic kinds, load the circuit state, and start dispatching.
+
+        As the only runner of its database, first queue again the tasks a dead
+        process left running.
+        """
         if self._dispatcher is not None:
             raise RuntimeError("the runner is started already")
-        hosts = await self.instance.db.write(self._prepare, time.time())
+        self._sole_runner_lock = _take_sole_runner_lock(self.instance.db.path)
+        sole = self._sole_runner_lock is not None
+        if not sole:
+            log.warning("another task runner uses %s; both take tasks from it", self.instance.db.path)
+        hosts, released = await self.instance.db.write(self._prepare, time.time(), sole)
+        if released:
+            log.info("queued again %d task(s) left running by a process that died", released)
         self.circuit.load(hosts)
         self._loop = asyncio.get_running_loop()
         add_waker(self._wake_from_any_thread)
@@ -128,11 +153,12 @@ class Runner:
         except RuntimeError:  # the loop is closed: nothing left to wake
             pass
 
-    def _prepare(self, conn: Connection, now: float) -> list[q.HostRow]:
+    def _prepare(self, conn: Connection, now: float, sole: bool) -> tuple[list[q.HostRow], int]:
+        released = q.release_all_leases(conn, now) if sole else 0
         for kind in self.registry:
             if kind.periodic:
                 q.ensure_periodic_task(conn, task_row(kind, NewTask({}, dedupe_key=kind.dedupe_key), None, now))
-        return q.troubled_hosts(conn)
+        return q.troubled_hosts(conn), released
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; let runs finish for up to `grace` seconds; release the rest.
@@ -161,6 +187,9 @@ class Runner:
             await self._cycle(claim=False)
         except Exception:
             log.exception("task runner: could not record the last results; their leases will lapse and they run again")
+        if self._sole_runner_lock is not None:
+            self._sole_runner_lock.close()
+            self._sole_runner_lock = None
 
     # ------------------------------------------------------------ dispatching
 
@@ -226,7 +255,7 @@ class Runner:
     def _start(self, task: q.TaskRow) -> None:
         kind = self.registry.get(task.kind)
         future = asyncio.create_task(self._run(kind, task), name=f"task-{task.kind}-{task.id}")
-        self._runs[task.id] = _Run(task, kind, future)
+        self._runs[task.id] = _Run(task, future)
         self._running_kinds[kind.name] += 1
         if task.host:
             self._running_hosts[task.host] += 1
@@ -238,7 +267,7 @@ class Runner:
         except asyncio.CancelledError:
             self._finish(task, q.Completion.released(task.id, task.attempts))
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (any failure is the task's: retried, and logged if a bug)
             self._finish(task, self._failed(kind, task, error))
         else:
             self._finish(task, self._succeeded(kind, task))
@@ -278,3 +307,14 @@ class Runner:
         if completion.state == q.QUEUED and completion.run_at is not None:
             heapq.heappush(self._timers, completion.run_at)
         self._wake.set()
+
+
+def _take_sole_runner_lock(database: Path) -> IO[bytes] | None:
+    """Lock the database's runner lock file, or None when another live runner holds it."""
+    handle = open(database.with_name(database.name + ".runner-lock"), "ab")  # noqa: SIM115  (held while running)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle

@@ -20,4 +20,8 @@ def templates_dir() -> Path:
 
 
 def make_templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=str(templates_dir()))
+    from microfedi.federation.actors import iso_time
+
+    templates = Jinja2Templates(directory=str(templates_dir()))
+    templates.env.filters["isotime"] = iso_time
+    return templates

@@ -7,7 +7,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from microfedi import __version__
+from microfedi.posts import actor_handles
+from microfedi.store import posts as pq
 from microfedi.store.directory import AccountRow
+from microfedi.store.posts import Post
 from microfedi.web.responses import directory, host_view
 
 
@@ -19,9 +22,31 @@ def _render(request: Request, template: str, context: dict[str, object], status:
     return response
 
 
-def profile_page(request: Request, account: AccountRow) -> Response:
-    urls = request.app.state.instance.urls
-    return _render(request, "profile.html", {"account": account, "actor_url": urls.actor(account)})
+async def profile_page(request: Request, account: AccountRow) -> Response:
+    instance = request.app.state.instance
+    me = instance.urls.actor(account)
+    posts = await instance.db.read(lambda c: pq.author_posts(c, me, ("public",), limit=20))
+    pinned = [p for p in await instance.db.read(pq.pinned_posts, me) if p.visibility == "public"]
+    return _render(request, "profile.html", {"account": account, "actor_url": me, "posts": posts, "pinned": pinned})
+
+
+async def post_page(request: Request, account: AccountRow, post: Post) -> Response:
+    instance = request.app.state.instance
+    thread = await instance.db.read(pq.conversation_posts, post.conversation)
+    thread = [p for p in thread if p.visibility in ("public", "unlisted")]
+    handles = await actor_handles(instance, [p.author for p in thread])
+    return _render(request, "post.html", {"account": account, "post": post, "thread": thread, "handles": handles})
+
+
+async def tag_page(request: Request) -> Response:
+    """Public posts of this host's accounts with a hashtag."""
+    instance = request.app.state.instance
+    tag = request.path_params["tag"].lower()
+    items = await instance.db.read(lambda c: pq.public_page(c, local_only=True, tag=tag, limit=40))
+    host = host_view(request).host
+    posts = [i.post for i in items if instance.local_account_by_reference(i.post.author) and host in i.post.author]
+    handles = await actor_handles(instance, [p.author for p in posts])
+    return _render(request, "tag.html", {"tag": tag, "posts": posts, "handles": handles})
 
 
 async def index_page(request: Request) -> Response:
@@ -53,4 +78,5 @@ routes = [
     Route("/", index_page),
     Route("/about", about_page),
     Route("/authorize_interaction", authorize_interaction_page),
+    Route("/tags/{tag}", tag_page),
 ]
