@@ -42,11 +42,12 @@ import os
 import re
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -344,9 +345,10 @@ class PeerConnection(asyncio.Protocol):
         method = self.parser.get_method().decode()
         status, content_type, payload = self.state.answer(method, self.target.decode("latin-1"), self.headers, b"".join(self.body))
         keep_alive = self.parser.should_keep_alive()
+        connection = "" if keep_alive else "Connection: close\r\n"
         head = (
             f"HTTP/1.1 {status} {self.REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(payload)}\r\n{'' if keep_alive else 'Connection: close' + chr(13) + chr(10)}\r\n"
+            f"Content-Length: {len(payload)}\r\n{connection}\r\n"
         )
         self.transport.write(head.encode() + payload)
         if not keep_alive:
@@ -355,8 +357,6 @@ class PeerConnection(asyncio.Protocol):
 
 async def serve_peer(config: dict[str, Any]) -> None:
     """Listen on the public port (https when configured) and the plain control port, forever."""
-    import ssl
-
     state = PeerState(config["documents"], config.get("delivery_key"))
     tls_context = None
     if config.get("tls"):
@@ -465,11 +465,16 @@ class TaskProgress:
         return self.by_state.get("done", 0) + self.by_state.get("dead", 0)
 
 
+def read_only_database(data_dir: Path) -> sqlite3.Connection:
+    """A read-only connection to the install's database; WAL lets it read while the server writes."""
+    return sqlite3.connect(f"file:{data_dir / 'microfedi.sqlite3'}?mode=ro", uri=True)
+
+
 class TaskTable:
-    """Reads the server's tasks table over a read-only connection of its own (WAL lets it)."""
+    """Reads the server's tasks table over a read-only connection of its own."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._conn = sqlite3.connect(f"file:{data_dir / 'microfedi.sqlite3'}?mode=ro", uri=True, check_same_thread=False)
+        self._conn = read_only_database(data_dir)
 
     def progress(self, kind: str) -> TaskProgress:
         rows = self._conn.execute(
@@ -488,7 +493,7 @@ class TaskTable:
 
 
 def wait_for_tasks(
-    table: TaskTable, kind: str, total: int, timeout: float, check: Any = None
+    table: TaskTable, kind: str, total: int, timeout: float, check: Callable[[], None] | None = None
 ) -> TaskProgress:
     """Poll until `total` tasks of `kind` are done or dead; BenchError after `timeout` seconds.
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -65,6 +64,7 @@ from fanout import (
     on_cpu,
     public_pem,
     py_spy,
+    read_only_database,
     server_environment,
     sign_post,
     start_peer,
@@ -238,8 +238,11 @@ def ingest_round(
 
 def peer_name(data_dir: Path) -> str | None:
     """The display name the server holds for the peer (Updates change it)."""
-    with sqlite3.connect(f"file:{data_dir / 'microfedi.sqlite3'}?mode=ro", uri=True) as conn:
+    conn = read_only_database(data_dir)
+    try:
         row = conn.execute("SELECT name FROM remote_actors WHERE uri = ?", (PEER_ACTOR,)).fetchone()
+    finally:
+        conn.close()
     return row[0] if row else None
 
 

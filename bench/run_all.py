@@ -1,4 +1,4 @@
-"""All of issue 2's benchmarks in one run: memory, discovery throughput ratio, cold start.
+"""All the benchmarks in one run: memory, discovery throughput ratio, cold start (issue 2), fan-out and inbox ingest (issue 3).
 
 Prints one JSON document on stdout (progress on stderr) and exits 1 when a
 benchmark could not run; a missed goal is reported in the JSON, not as a failure.
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import cold_start
 import discovery_throughput
+import fanout
+import inbox_ingest
 import memory
 from common import REPO_DIR, BenchError, code_under_test, machine_info, prepare_data_dir, progress
 
@@ -53,6 +55,8 @@ def run_benchmarks(work_dir: Path) -> int:
         "memory": lambda: memory.run(data_dir, work_dir),
         "throughput": lambda: discovery_throughput.run(data_dir, work_dir),
         "cold_start": lambda: cold_start.run(),
+        "fanout": lambda: fanout.run(work_dir),
+        "inbox_ingest": lambda: inbox_ingest.run(work_dir),
     }
     failed = False
     for name, benchmark in benchmarks.items():

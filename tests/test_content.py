@@ -212,6 +212,32 @@ def test_random_tag_soup_is_cleaned_and_idempotent() -> None:
         assert sanitize_html(cleaned) == cleaned, html
 
 
+def test_random_tag_soup_cut_short_is_idempotent() -> None:
+    rng = random.Random(5)
+    for _ in range(1000):
+        html = _tag_soup(rng) + _tag_soup(rng)
+        cleaned = sanitize_html(html, max_length=60)
+        assert len(cleaned) <= 60
+        assert_only_allowed_markup(cleaned)
+        assert sanitize_html(cleaned, max_length=60) == cleaned, html
+
+
+# Found by a search for markup that keeps changing each time it is parsed again: a
+# link, a <select>, deep blocks and a second link that each pass moves one level up.
+UNSETTLING_HTML = (
+    "<p>before</p><a href=https://example.com/>link <blockquote><ul><ul><pre><select><li><pre><ul><pre><pre><ul>"
+    "<pre><ul><li><ul><pre><ul><pre><pre><ul><pre><ul><li><blockquote><ul><a href=https://example.com/>inner"
+)
+
+
+def test_markup_that_never_settles_is_reduced_to_its_text() -> None:
+    cleaned = sanitize_html(UNSETTLING_HTML)
+    assert {tag for tag, _ in _MarkupInventory(cleaned).elements} == {"p", "br"}
+    assert cleaned.startswith("<p>before</p><p>link &lt;https://example.com/&gt;</p>")
+    assert "inner" in cleaned
+    assert sanitize_html(cleaned) == cleaned
+
+
 @pytest.mark.parametrize(
     "html",
     [

@@ -152,9 +152,3 @@ async def remove_user(db: Database, handle: str) -> AccountRow:
 
     return await db.write(remove)
 
-
-async def set_locked(db: Database, handle: str, locked: bool) -> AccountRow:
-    """Lock (follow requests wait for approval) or unlock an account."""
-    account = await get_user(db, handle)
-    await db.write(q.set_locked, account.id, locked)
-    return await get_user(db, handle)

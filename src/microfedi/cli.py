@@ -228,20 +228,6 @@ def user_passwd(ctx: click.Context, handle: str, password_stdin: bool) -> None:
         click.echo(f"password: {password}")
 
 
-@user.command("edit")
-@click.argument("handle", metavar="USER@DOMAIN")
-@click.option("--locked/--unlocked", default=None, help="Hold follow requests for approval (see `microfedi approve`).")
-@click.pass_context
-def user_edit(ctx: click.Context, handle: str, locked: bool | None) -> None:
-    """Change a user's settings."""
-    from microfedi.accounts import set_locked
-
-    if locked is None:
-        fail("nothing to change; give --locked or --unlocked")
-    account = run_action(ctx, lambda db: set_locked(db, handle, locked))
-    click.echo(f"@{account.handle} is now {'locked' if account.locked else 'unlocked'}")
-
-
 @user.command("remove")
 @click.argument("handle", metavar="USER@DOMAIN")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -387,6 +373,68 @@ def block(ctx: click.Context, local: str, remote: str, undo: bool) -> None:
 
     party = run_instance_action(ctx, lambda i: follows.block(i, local, remote, undo=undo))
     click.echo(f"{'unblocked' if undo else 'blocked'} {party.handle} {QUEUED_NOTE}")
+
+
+# ---------------------------------------------------------------- profile
+
+
+def _field(value: str) -> tuple[str, str]:
+    label, sep, text = value.partition("=")
+    if not sep or not label.strip():
+        raise click.BadParameter(f"{value!r}: write a field as NAME=VALUE")
+    return label, text
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.option("--name", help="Display name.")
+@click.option("--bio", help="Bio (plain text; links and #hashtags are linked).")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help="A profile field (repeat, up to 4); replaces all fields.")
+@click.option("--clear-fields", is_flag=True, help="Remove all profile fields.")
+@click.option("--locked/--unlocked", default=None, help="Hold follow requests for approval (see `microfedi approve`).")
+@click.option("--discoverable/--not-discoverable", default=None, help="List the account in directories and search.")
+@click.pass_context
+def profile(ctx: click.Context, local: str, name: str | None, bio: str | None, fields: tuple[str, ...], clear_fields: bool, locked: bool | None, discoverable: bool | None) -> None:
+    """Edit USER@DOMAIN's profile; followers get an Update."""
+    from microfedi import profiles
+
+    try:
+        parsed = [_field(f) for f in fields] if fields else ([] if clear_fields else None)
+    except click.BadParameter as exc:
+        fail(exc.message)
+    account = run_instance_action(
+        ctx, lambda i: profiles.update_profile(i, local, name=name, bio=bio, fields=parsed, locked=locked, discoverable=discoverable)
+    )
+    state = ", ".join(f for f, on in (("locked", account.locked), ("discoverable", account.discoverable)) if on) or "unlocked"
+    click.echo(f"profile of @{account.handle} updated ({state}) {QUEUED_NOTE}")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("other", metavar="ACCOUNT")
+@click.option("--remove", is_flag=True, help="Remove the alias instead.")
+@click.pass_context
+def alias(ctx: click.Context, local: str, other: str, remove: bool) -> None:
+    """Add ACCOUNT to USER@DOMAIN's alsoKnownAs (needed before moving between them)."""
+    from microfedi import profiles
+
+    account, uri = run_instance_action(ctx, lambda i: profiles.set_alias(i, local, other, remove=remove))
+    click.echo(f"@{account.handle} {'no longer lists' if remove else 'now lists'} {uri} as an alias")
+
+
+@main.command()
+@click.argument("local", metavar="USER@DOMAIN")
+@click.argument("target", metavar="ACCOUNT")
+@click.pass_context
+def move(ctx: click.Context, local: str, target: str) -> None:
+    """Move USER@DOMAIN to ACCOUNT: followers are told and re-follow it.
+
+    ACCOUNT must list USER@DOMAIN in its aliases (alsoKnownAs) first.
+    """
+    from microfedi import profiles
+
+    account, uri = run_instance_action(ctx, lambda i: profiles.move(i, local, target))
+    click.echo(f"@{account.handle} moved to {uri}; followers are being told {QUEUED_NOTE}")
 
 
 # ---------------------------------------------------------------- posts

@@ -51,7 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
     b.cli("user", "add", "bob@bob.test")
     b.cli("user", "add", "carol@carol.test")
     b.cli("user", "add", "dave@fedi.test")
-    b.cli("user", "edit", "dave@fedi.test", "--locked")
+    b.cli("profile", "dave@fedi.test", "--locked")
     carol_site = _serve_in_thread(handle_domain_app(), "127.0.0.4", ca, "carol.test")
     cluster.extra_names["carol.test"] = ("127.0.0.4", carol_site.port)
     try:
@@ -191,3 +191,48 @@ def test_unknown_remote_account_is_a_clear_error(cluster: tuple[Cluster, Server,
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot find nobody@bob.test")
     assert "Traceback" not in result.stderr
+
+
+def remote_actor_row(server: Server, uri: str) -> dict[str, object] | None:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{server.data_dir / 'microfedi.sqlite3'}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM remote_actors WHERE uri = ?", (uri,)).fetchone()
+    return dict(row) if row else None
+
+
+def test_profile_edit_reaches_followers(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    b.cli("follow", "bob@bob.test", "alice@alice.test")
+    eventually(lambda: "alice@alice.test" in relationships(b, "following", "bob@bob.test")["accepted"], "bob follows alice")
+    a.cli("profile", "alice@alice.test", "--name", "Alice Liddell", "--bio", "Down the #rabbithole", "--field", "Home=https://alice.test")
+    eventually(
+        lambda: (remote_actor_row(b, "https://alice.test/@alice") or {}).get("name") == "Alice Liddell",
+        "the Update of alice reaches B",
+    )
+    row = remote_actor_row(b, "https://alice.test/@alice")
+    assert row is not None and "rabbithole" in str(row["summary"])
+    actor = a.client().get("https://alice.test/@alice", headers={"Accept": "application/activity+json"}).json()
+    assert actor["attachment"] == [{"type": "PropertyValue", "name": "Home", "value": "https://alice.test"}]
+
+
+def test_move_to_another_server_moves_followers(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    a.cli("user", "add", "mover@alice.test")
+    b.cli("user", "add", "mover@bob.test")
+    b.cli("follow", "bob@bob.test", "mover@alice.test")
+    eventually(lambda: "mover@alice.test" in relationships(b, "following", "bob@bob.test")["accepted"], "bob follows mover")
+    refused = a.cli("move", "mover@alice.test", "mover@bob.test", check=False)
+    assert refused.returncode == 1 and "alsoKnownAs" in refused.stderr
+    b.cli("alias", "mover@bob.test", "mover@alice.test")
+    a.cli("move", "mover@alice.test", "mover@bob.test")
+    eventually(
+        lambda: "mover@bob.test" in relationships(b, "following", "bob@bob.test")["accepted"]
+        and "mover@alice.test" not in sum(relationships(b, "following", "bob@bob.test").values(), []),
+        "bob now follows the new account instead",
+    )
+    notes = json.loads(b.cli("notifications", "bob@bob.test", "--json").stdout)
+    assert any(n["type"] == "move" and n["actor"] == "https://alice.test/@mover" for n in notes)
+    actor = a.client().get("https://alice.test/@mover", headers={"Accept": "application/activity+json"}).json()
+    assert actor["movedTo"] == "https://bob.test/@mover"

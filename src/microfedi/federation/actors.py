@@ -77,6 +77,7 @@ def local_actor(account: AccountRow, urls: Urls) -> dict[str, Any]:
         "icon": _image(account.avatar_url or origin + DEFAULT_AVATAR_PATH),
         "image": _image(account.header_url or origin + DEFAULT_HEADER_PATH),
         "webfinger": account.handle,
+        **({"movedTo": account.moved_to} if account.moved_to else {}),
     }
 
 

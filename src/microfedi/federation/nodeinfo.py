@@ -23,7 +23,9 @@ def well_known(host: str, directory: Directory, urls: Urls) -> dict[str, Any]:
     return {"links": links}
 
 
-def document(version: str, host: str, directory: Directory, urls: Urls, now: float | None = None) -> dict[str, Any]:
+def document(
+    version: str, host: str, directory: Directory, urls: Urls, local_posts: int, now: float | None = None
+) -> dict[str, Any]:
     """NodeInfo for `host`: usage counts cover the accounts this host answers for."""
     now = time.time() if now is None else now
     accounts = directory.accounts_on_host(host)
@@ -39,7 +41,7 @@ def document(version: str, host: str, directory: Directory, urls: Urls, now: flo
         "openRegistrations": False,
         "usage": {
             "users": {"total": len(accounts), "activeMonth": active(30), "activeHalfyear": active(182)},
-            "localPosts": 0,
+            "localPosts": local_posts,
         },
         "metadata": {
             "nodeName": host,

@@ -94,7 +94,10 @@ async def nodeinfo_view(request: Request) -> Response:
     if version not in nodeinfo.VERSIONS:
         return error(404, f"no NodeInfo {version}; this server has {', '.join(nodeinfo.VERSIONS)}")
     host = host_view(request).host
-    doc = nodeinfo.document(version, host, directory(request), _instance(request).urls)
+    snapshot = directory(request)
+    accounts = [a.id for a in snapshot.accounts_on_host(host)]
+    local_posts = await _instance(request).db.read(pq.count_local_posts, accounts)
+    doc = nodeinfo.document(version, host, snapshot, _instance(request).urls, local_posts)
     media_type = f'application/json; profile="{nodeinfo.SCHEMA.format(version=version)}#"'
     return json_response(dump_json(doc), media_type, cors=True)
 

@@ -195,13 +195,6 @@ def set_password_hash(conn: sqlite3.Connection, account_id: int, password_hash: 
     )
 
 
-def set_locked(conn: sqlite3.Connection, account_id: int, locked: bool) -> None:
-    LocalChanges.note(conn)
-    conn.execute(
-        "UPDATE accounts SET locked = ?, updated_at = ? WHERE id = ?", (int(locked), time.time(), account_id)
-    )
-
-
 def update_profile(conn: sqlite3.Connection, account_id: int, changes: dict[str, object]) -> None:
     """Set profile columns (display_name, summary, fields, also_known_as, locked, moved_to, ...)."""
     allowed = {"display_name", "summary", "fields", "also_known_as", "locked", "discoverable", "moved_to", "avatar_url", "header_url"}
