@@ -115,7 +115,8 @@ def signing_string(method: str, target: str, headers: Mapping[str, str], covered
 def sign_post(private_key: rsa.RSAPrivateKey, key_id: str, host: str, target: str, body: bytes) -> dict[str, str]:
     """Host, Date, Digest and Signature headers for a POST, signed the way Mastodon signs."""
     headers = {"host": host, "date": email.utils.formatdate(usegmt=True), "digest": digest_header(body)}
-    signature = private_key.sign(signing_string("POST", target, headers, SIGNED_HEADERS), padding.PKCS1v15(), hashes.SHA256())
+    message = signing_string("POST", target, headers, SIGNED_HEADERS)
+    signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     headers["signature"] = (
         f'keyId="{key_id}",algorithm="rsa-sha256",headers="{" ".join(SIGNED_HEADERS)}",'
         f'signature="{base64.b64encode(signature).decode()}"'
@@ -213,7 +214,9 @@ def make_peer_tls(work_dir: Path) -> PeerTls:
     tls.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     tls.cert_path.write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
     tls.key_path.write_bytes(
-        leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return tls
 
@@ -304,10 +307,11 @@ class PeerState:
         return 202, "text/plain", b""
 
 
+HTTP_REASONS = {200: "OK", 202: "Accepted", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+
+
 class PeerConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to the peer, parsed with httptools, kept alive."""
-
-    REASONS = {200: "OK", 202: "Accepted", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
 
     def __init__(self, state: PeerState) -> None:
         self.state = state
@@ -343,11 +347,12 @@ class PeerConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self.transport is not None
         method = self.parser.get_method().decode()
-        status, content_type, payload = self.state.answer(method, self.target.decode("latin-1"), self.headers, b"".join(self.body))
+        target = self.target.decode("latin-1")
+        status, content_type, payload = self.state.answer(method, target, self.headers, b"".join(self.body))
         keep_alive = self.parser.should_keep_alive()
         connection = "" if keep_alive else "Connection: close\r\n"
         head = (
-            f"HTTP/1.1 {status} {self.REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+            f"HTTP/1.1 {status} {HTTP_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n{connection}\r\n"
         )
         self.transport.write(head.encode() + payload)
@@ -364,7 +369,9 @@ async def serve_peer(config: dict[str, Any]) -> None:
         tls_context.load_cert_chain(config["tls"]["cert"], config["tls"]["key"])
     loop = asyncio.get_running_loop()
     # Enough backlog for a burst of new connections: one per remote server in a fan-out.
-    public = await loop.create_server(lambda: PeerConnection(state), LOOPBACK, config["port"], ssl=tls_context, backlog=1024)
+    public = await loop.create_server(
+        lambda: PeerConnection(state), LOOPBACK, config["port"], ssl=tls_context, backlog=1024
+    )
     control = await loop.create_server(lambda: PeerConnection(state), LOOPBACK, config["control_port"])
     async with public, control:
         await asyncio.Event().wait()
@@ -512,6 +519,9 @@ def wait_for_tasks(
                 f"({progress_now.by_state}); errors: {table.errors(kind) or 'none'}"
             )
         time.sleep(POLL_INTERVAL)
+
+
+PY_SPY_HELP = "also profile the server's last round with py-spy (FILE.svg: a flame graph; else collapsed stacks)"
 
 
 @contextlib.contextmanager
@@ -739,7 +749,7 @@ def main() -> None:
     parser.add_argument("--followers", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scheme", choices=("https", "http"), default="https", help="what the peer speaks")
-    parser.add_argument("--py-spy", type=Path, metavar="FILE", help="also profile the server with py-spy (.svg: flame graph; else collapsed stacks)")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE", help=PY_SPY_HELP)
     parser.add_argument("--serve-peer", metavar="CONFIG", help=argparse.SUPPRESS)  # the peer process itself
     args = parser.parse_args()
     if args.serve_peer:

@@ -57,6 +57,7 @@ from common import (
 from fanout import (
     AS_CONTEXT,
     LOAD_CPU,
+    PY_SPY_HELP,
     SERVER_CPU,
     SINK_DOMAIN,
     TaskTable,
@@ -211,7 +212,12 @@ class IngestRound:
 
 
 def ingest_round(
-    server: ServerProcess, table: TaskTable, requests: list[bytes], finished_before: int, connections: int, timeout: float
+    server: ServerProcess,
+    table: TaskTable,
+    requests: list[bytes],
+    finished_before: int,
+    connections: int,
+    timeout: float,
 ) -> IngestRound:
     """Send `requests`, then wait until their inbox tasks are done; raise BenchError on any refusal."""
     cpu_before, load_cpu_before = server.cpu_seconds(), time.process_time()
@@ -320,7 +326,7 @@ def main() -> None:
     parser.add_argument("--activity", choices=sorted(ACTIVITIES), default="update")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--py-spy", type=Path, metavar="FILE", help="also profile the server with py-spy (.svg: flame graph; else collapsed stacks)")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE", help=PY_SPY_HELP)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="microfedi-bench-") as tmp:
         result = run(Path(tmp), args.activities, args.activity, args.connections, args.rounds, profile=args.py_spy)

@@ -247,6 +247,7 @@ def test_markup_that_never_settles_is_reduced_to_its_text() -> None:
         "<a href=\"https://example.com/\">x</a>" * 3_000,
         "<script>" + "x" * 200_000 + "</script><p>after</p>",
     ],
+    ids=["ampersands", "deep-nesting", "long-paragraph", "many-links", "huge-script"],
 )
 def test_very_long_input_is_cut_to_the_limit(html: str) -> None:
     cleaned = sanitize_html(html)
