@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httptools
+import uvloop
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -378,22 +379,15 @@ async def serve_peer(config: dict[str, Any]) -> None:
 
 
 def run_peer_process(config_path: str) -> None:
-    config = json.loads(Path(config_path).read_text())
-    try:
-        import uvloop
-
-        uvloop.run(serve_peer(config))
-    except ImportError:
-        asyncio.run(serve_peer(config))
+    uvloop.run(serve_peer(json.loads(Path(config_path).read_text())))
 
 
 @dataclass
 class Peer:
-    """A running loopback peer: its process, public port and scheme."""
+    """The loopback peer: its process (run it with `with`) and its public port."""
 
     process: ServerProcess
     port: int
-    scheme: str
 
     def _control(self, path: str) -> bytes:
         conn = http.client.HTTPConnection(LOOPBACK, self.process.port, timeout=5)
@@ -442,7 +436,7 @@ def start_peer(
     config_path.write_text(json.dumps(config))
     command = pinned([sys.executable, __file__, "--serve-peer", str(config_path)], LOAD_CPU)
     process = ServerProcess("loopback peer", command, control_port, dict(os.environ), work_dir / f"peer-{port}.log")
-    return Peer(process, port, "https" if tls else "http")
+    return Peer(process, port)
 
 
 def server_environment(data_dir: Path, tls: PeerTls | None, resolve_entries: Sequence[str]) -> dict[str, str]:

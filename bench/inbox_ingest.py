@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common import (
@@ -102,15 +103,19 @@ def update_activity(actor: dict[str, Any], serial: str) -> dict[str, Any]:
     """`Update` of the peer itself, with a new display name (Mastodon's form)."""
     profile = {key: value for key, value in actor.items() if key != "@context"}
     profile["name"] = UPDATED_NAME + serial
-    return {"@context": AS_CONTEXT, "id": f"{PEER_ACTOR}#updates/{serial}", "type": "Update", "actor": PEER_ACTOR,
-            "object": profile}  # fmt: skip
+    return {
+        "@context": AS_CONTEXT,
+        "id": f"{PEER_ACTOR}#updates/{serial}",
+        "type": "Update",
+        "actor": PEER_ACTOR,
+        "object": profile,
+    }
 
 
 def undo_activity(actor: dict[str, Any], serial: str) -> dict[str, Any]:
     """`Undo` of a Follow of alice by the peer that never happened."""
     follow = {"id": f"{PEER_ACTOR}#follows/{serial}", "type": "Follow", "actor": PEER_ACTOR, "object": FOLLOWED}
-    return {"@context": AS_CONTEXT, "id": f"{follow['id']}/undo", "type": "Undo", "actor": PEER_ACTOR,
-            "object": follow}  # fmt: skip
+    return {"@context": AS_CONTEXT, "id": f"{follow['id']}/undo", "type": "Undo", "actor": PEER_ACTOR, "object": follow}
 
 
 ACTIVITIES: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
@@ -119,9 +124,7 @@ ACTIVITIES: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
 }
 
 
-def signed_requests(
-    key: rsa.RSAPrivateKey, actor: dict[str, Any], kind: str, serials: list[str]
-) -> list[bytes]:
+def signed_requests(key: rsa.RSAPrivateKey, actor: dict[str, Any], kind: str, serials: list[str]) -> list[bytes]:
     """Raw HTTP/1.1 POSTs of one activity each, signed now."""
     requests = []
     for serial in serials:
@@ -173,15 +176,6 @@ async def send_all(port: int, requests: list[bytes], connections: int) -> Sent:
     return Sent(statuses, started, time.time(), refusals[0] if refusals else None)
 
 
-def send(port: int, requests: list[bytes], connections: int) -> Sent:
-    try:
-        import uvloop
-
-        return uvloop.run(send_all(port, requests, connections))
-    except ImportError:
-        return asyncio.run(send_all(port, requests, connections))
-
-
 @dataclass
 class IngestRound:
     """One batch of activities, from the first POST to the last task done."""
@@ -221,7 +215,7 @@ def ingest_round(
 ) -> IngestRound:
     """Send `requests`, then wait until their inbox tasks are done; raise BenchError on any refusal."""
     cpu_before, load_cpu_before = server.cpu_seconds(), time.process_time()
-    sent = send(server.port, requests, connections)
+    sent = uvloop.run(send_all(server.port, requests, connections))
     processed_then = table.progress("inbox").finished - finished_before
     if sent.statuses != Counter({202: len(requests)}):
         raise BenchError(f"the inbox answered {dict(sent.statuses)}; first refusal: {sent.refusal}")

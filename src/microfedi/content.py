@@ -29,7 +29,8 @@ import nh3
 
 #: The tags DESIGN.md allows in stored content (Mastodon's set).
 ALLOWED_TAGS = frozenset(
-    {"p", "br", "span", "a", "del", "pre", "code", "em", "strong", "b", "i", "u", "ul", "ol", "li", "blockquote"}
+    {"p", "br", "span", "a", "del", "pre", "code", "em", "strong", "b", "i", "u", "ul", "ol", "li"}
+    | {"blockquote"}
 )
 
 #: Links keep only these schemes; anything else (javascript:, data:, relative) loses its href.
@@ -47,7 +48,8 @@ TRUNCATION_MARK = "<p>…</p>"
 # documents are never text a reader wrote (the list the Sanitize gem, and so
 # Mastodon, uses, plus <template> and <textarea>).
 _DROPPED_WITH_CONTENT = frozenset(
-    {"script", "style", "template", "textarea", "iframe", "noembed", "noframes", "noscript", "plaintext", "xmp", "svg", "math"}
+    {"script", "style", "template", "textarea", "iframe", "noembed", "noframes", "noscript", "plaintext"}
+    | {"xmp", "svg", "math"}
 )
 
 # Tags outside the allowed set that Mastodon renders rather than flattens: headings
@@ -145,19 +147,19 @@ def sanitize_html(html: str, *, max_length: int = MAX_HTML_LENGTH) -> str:
     that every tag is closed, and ends with TRUNCATION_MARK. Because the limit applies
     to the output, `sanitize_html(sanitize_html(x)) == sanitize_html(x)` always holds.
     """
-    if len(html) <= max_length:
-        cleaned = _clean(html)
-        if len(cleaned) <= max_length:
-            return cleaned
-    budget = max(max_length - len(TRUNCATION_MARK), 0)
-    cut = min(len(html), budget)
-    while True:
-        cleaned = _clean(html[:cut])
-        if len(cleaned) <= budget:
-            return cleaned + TRUNCATION_MARK
+    if max_length < len(TRUNCATION_MARK):
+        raise ValueError(f"max_length must leave room for {TRUNCATION_MARK!r}")
+    cut = min(len(html), max_length)
+    cleaned = _clean(html[:cut])
+    if cut == len(html) and len(cleaned) <= max_length:
+        return cleaned
+    budget = max_length - len(TRUNCATION_MARK)
+    while len(cleaned) > budget:
         # Escaping and closing tags make the output longer than the input it came
         # from; shrink the cut in proportion, which strictly decreases it.
         cut = cut * budget // len(cleaned)
+        cleaned = _clean(html[:cut])
+    return cleaned + TRUNCATION_MARK
 
 
 # ---------------------------------------------------------------------------
@@ -182,9 +184,8 @@ _MENTION_PATTERN = (
 # not `C#` or a URL fragment), word characters with Mastodon's separators inside,
 # and at least one letter (`#1` is not a hashtag).
 _HASHTAG_SEPARATORS = "\u00b7\u30fb\u200c"
-_HASHTAG_PATTERN = (
-    rf"(?<![=/)\w])#(?P<tag>(?=[\w{_HASHTAG_SEPARATORS}]*[^\W\d_])\w(?:[\w{_HASHTAG_SEPARATORS}]*\w)?)"
-)
+_HASHTAG_CHARACTER = rf"[\w{_HASHTAG_SEPARATORS}]"
+_HASHTAG_PATTERN = rf"(?<![=/)\w])#(?P<tag>(?={_HASHTAG_CHARACTER}*[^\W\d_])\w(?:{_HASHTAG_CHARACTER}*\w)?)"
 
 _TOKEN = re.compile(rf"(?P<url>{_URL_PATTERN})|(?P<mention>{_MENTION_PATTERN})|(?P<hashtag>{_HASHTAG_PATTERN})")
 
@@ -309,10 +310,12 @@ def _link_html(url: str) -> str:
     parts = [
         f'<a href="{_escape_attribute(url)}" target="_blank" rel="{LINK_REL}">',
         f'<span class="invisible">{_escape_text(url[:prefix_length])}</span>',
-        f'<span class="ellipsis">{_escape_text(shown)}</span>' if hidden else f"<span>{_escape_text(shown)}</span>",
     ]
     if hidden:
+        parts.append(f'<span class="ellipsis">{_escape_text(shown)}</span>')
         parts.append(f'<span class="invisible">{_escape_text(hidden)}</span>')
+    else:
+        parts.append(f"<span>{_escape_text(shown)}</span>")
     parts.append("</a>")
     return "".join(parts)
 
@@ -351,7 +354,8 @@ def plain_text_to_html(
     URLs become links showing the URL without its scheme, shortened to 30 characters.
     A mention becomes an h-card link when `mention_links` has a profile URL for its
     handle (keys as `extract_mentions` returns them with the same `default_domain`;
-    case and a leading `@` do not matter), and stays plain text otherwise. A hashtag links to `tag_url(normalized name)`.
+    case and a leading `@` do not matter), and stays plain text otherwise. A hashtag
+    links to `tag_url(normalized name)`, which should quote the name for a URL path.
     Everything else is escaped. Blank text gives "".
     """
     # Callers may spell handles as they were resolved (`@Alice@Example.com`).
@@ -411,11 +415,13 @@ class _Block:
         self.flush_inline()
         separator = "\n" if self.tag in {"ul", "ol"} else "\n\n"
         text = separator.join(self.children)
+        if not text:
+            return ""
         if self.tag == "blockquote":
             return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
         if item_marker is not None:
             indent = " " * len(item_marker)
-            first, *rest = text.split("\n") if text else [""]
+            first, *rest = text.split("\n")
             return "\n".join([item_marker + first, *(indent + line if line else line for line in rest)])
         return text
 

@@ -15,7 +15,8 @@ minute): a copy of the `deliver` kind with a short backoff and run timeout,
 and a `HostCircuit` with a short cooldown. The remote servers are real https
 servers on loopback, pinned by name with `resolve` as MICROFEDI_RESOLVE does.
 
-`InboxSink`, `add_remote_followers`, `public_key_of` and `note_activity` are
+The remote side (`InboxSink`) and the helpers before the local side
+(`public_key_of`, `add_remote_followers`, `note_activity`, `wait_until`) are
 shared with `test_crash.py`.
 """
 

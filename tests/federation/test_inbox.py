@@ -438,6 +438,11 @@ def key_gone_but_not_a_delete(s: Scene) -> Attempt:
     return signed(s.ghost, activity("Follow", s.ghost, s.ours.alice), 401, "cannot get the signing key")
 
 
+def id_on_another_host(s: Scene) -> Attempt:
+    squatter = {**activity("Follow", s.pat, s.ours.alice), "id": "https://other.test/activities/1"}
+    return signed(s.pat, squatter, 400, "not on its actor's host")
+
+
 def oversized(s: Scene) -> Attempt:
     doc = {**activity("Follow", s.pat, s.ours.alice), "padding": "x" * MAX_BODY}
     return signed(s.pat, doc, 413, "larger than")
@@ -479,6 +484,7 @@ REFUSALS = [
     two_hours_ahead,
     signer_is_not_the_actor,
     key_gone_but_not_a_delete,
+    id_on_another_host,
     oversized,
     oversized_without_length,
     not_an_activity,

@@ -111,8 +111,9 @@ async def inbox_endpoint(request: Request) -> Response:
     except SignatureError as exc:
         return error(401, f"signature refused: {exc.reason}")
     except RemoteError as exc:
-        if exc.gone and type_of(doc) == "Delete":
-            # The actor deleted itself and its key is gone with it: nothing to check or do.
+        if exc.status in (404, 410) and type_of(doc) == "Delete":
+            # A Delete from an actor we cannot fetch (gone, or never known): as
+            # Mastodon does, say yes and do nothing; there is nothing of it to delete.
             return Response(status_code=202)
         return error(401, f"signature refused: cannot get the signing key: {exc.reason}")
     if signer != actor_id:

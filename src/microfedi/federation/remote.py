@@ -28,11 +28,12 @@ _HANDLE = re.compile(r"^@?([^@\s/]+)@([^@\s/]+)$")
 class RemoteError(Exception):
     """A remote actor or key could not be fetched or did not validate."""
 
-    def __init__(self, reason: str, *, permanent: bool = True, gone: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = True, gone: bool = False, status: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
         self.gone = gone
+        self.status = status
 
 
 def host_of_url(url: str) -> str:
@@ -114,7 +115,9 @@ async def _get(instance: Any, url: str, signer_host: str | None) -> dict[str, An
     try:
         _, doc = await instance.http.get_json(url, signer=await instance.instance_signer(signer_host))
     except FetchError as exc:
-        raise RemoteError(f"fetching {url} failed: {exc}", permanent=exc.permanent, gone=exc.status == 410) from None
+        raise RemoteError(
+            f"fetching {url} failed: {exc}", permanent=exc.permanent, gone=exc.status == 410, status=exc.status
+        ) from None
     return doc
 
 
