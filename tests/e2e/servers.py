@@ -93,6 +93,9 @@ class Server:
         raise AssertionError(f"{self.name} did not start:\n{self.log()}")
 
     def stop(self) -> None:
+        # An idle keep-alive connection would hold uvicorn's graceful shutdown
+        # for its full timeout; the client is made again when next needed.
+        self.cluster.close_client()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -166,11 +169,15 @@ class Cluster:
             self._client = httpx.Client(transport=Pinned(verify=context), timeout=20)
         return self._client
 
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-        if self._client is not None:
-            self._client.close()
+        self.close_client()
 
 
 def wait_for(check, timeout: float = 20.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -237,11 +237,10 @@ class ScheduleWatch:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.seen: dict[str, list[q.TaskRow]] = {}
-        self.watching = False
+        self.watching = True
 
     async def watch(self, activity_row: int, hosts: Iterable[str]) -> None:
         hosts = list(hosts)
-        self.watching = True
         while self.watching:
             tasks = await self.db.read(delivery_tasks)
             for host in hosts:

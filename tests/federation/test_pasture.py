@@ -65,10 +65,12 @@ PASTURE_ORIGIN = "http://pasture-one-actor/"
 PASTURE_NOTES = {"note1.jsonap": "One", "note2.jsonap": "Two"}
 
 ACCEPTED, REFUSED, DROPPED = "accepted", "refused", "dropped"
-# Verdicts that are bugs of ours: an answer of 500 and up, or a handler that
-# failed with a retryable error (a crash is retried too) on input that will
-# never change.
-SERVER_ERROR, RETRYING = "server error", "retrying"
+# Verdicts that are bugs of ours: an answer of 500 and up; a handler that
+# failed in a way that is retried (a crash is), on input that will never
+# change; a post taken in (202) and then neither stored nor refused.
+SERVER_ERROR, RETRYING, LOST = "server error", "retrying", "lost"
+# The test property the outcomes are recorded under, for tools/pasture_table.py.
+OUTCOMES_PROPERTY = "pasture_outcomes"
 
 
 # --- the corpus ---------------------------------------------------------------------
@@ -179,9 +181,8 @@ class Delivery:
 
 async def deliver_corpus(ours: OurServer, actor: PeerActor, recipient: str, items: list[PastureInput]) -> list[Delivery]:
     """Send every input to ``recipient`` with the pasture's ActivitySender, one after the other."""
-    transport = SignedTransport(ours, actor)
-    bovine_actor: Any = transport
-    sender = ActivitySender.for_actor(bovine_actor, Actor(id=actor.uri, inbox=actor.inbox, outbox=actor.uri + "/outbox"))
+    transport: Any = SignedTransport(ours, actor)  # in the place of a BovineActor
+    sender = ActivitySender.for_actor(transport, Actor(id=actor.uri, inbox=actor.inbox, outbox=actor.uri + "/outbox"))
     sender.sleep_after_getting_inbox = False
     deliveries = []
     for item in items:
@@ -249,32 +250,31 @@ def judged(delivery: Delivery, conn: sqlite3.Connection) -> tuple[Outcome, pq.Po
     """The outcome of one delivery, read from the answer, the inbox task and the posts table."""
     item, obj = delivery.item, delivery.create.get("object")
     outcome = Outcome(item.set_name, item.number, item.example, delivery.status, REFUSED, delivery.answer)
-    if delivery.status >= 500:
-        outcome.verdict = SERVER_ERROR
     if delivery.status >= 400:
+        outcome.verdict = SERVER_ERROR if delivery.status >= 500 else REFUSED
         return outcome, None
     task = conn.execute(
         "SELECT state, last_error FROM tasks WHERE kind = 'inbox' AND json_extract(payload, '$.activity.id') = ?",
         (delivery.create["id"],),
     ).fetchone()
     if task is None:
-        outcome.verdict, outcome.reason = RETRYING, "answered 202 but no inbox task was queued"
-        return outcome, None
-    if task["state"] == "dead":
+        outcome.verdict, outcome.reason = LOST, "answered 202, but no inbox task was queued"
+    elif task["state"] == "dead":
         outcome.reason = task["last_error"]
-        return outcome, None
-    if task["state"] != "done":
+    elif task["state"] != "done":
         outcome.verdict, outcome.reason = RETRYING, task["last_error"] or "never run"
-        return outcome, None
-    post = pq.get_post_by_uri(conn, obj["id"]) if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
-    if post is not None:
-        outcome.verdict, outcome.reason, outcome.post = ACCEPTED, "", shown_fields(post)
-        return outcome, post
-    kind = obj.get("type") if isinstance(obj, dict) else None
-    outcome.verdict, outcome.reason = DROPPED, f"{json.dumps(kind)} is not a kind of post we show"
-    if isinstance(kind, str) and kind in NOTE_TYPES or isinstance(kind, list) and kind and kind[0] in NOTE_TYPES:
-        outcome.verdict, outcome.reason = RETRYING, "processed without error, yet no post was stored"
-    return outcome, post
+    else:
+        uri = obj.get("id") if isinstance(obj, dict) else None
+        post = pq.get_post_by_uri(conn, uri) if isinstance(uri, str) else None
+        if post is not None:
+            outcome.verdict, outcome.reason, outcome.post = ACCEPTED, "", shown_fields(post)
+            return outcome, post
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if set(kind if isinstance(kind, list) else [kind]) & NOTE_TYPES:
+            outcome.verdict, outcome.reason = LOST, "processed without error, yet no post was stored"
+        else:
+            outcome.verdict, outcome.reason = DROPPED, f"{json.dumps(kind)} is not a kind of post we show"
+    return outcome, None
 
 
 def render_problems(post: pq.Post, rendered: str) -> list[str]:
@@ -363,7 +363,7 @@ def test_every_pasture_input_is_accepted_or_refused_and_what_is_accepted_renders
         judgements = [judged(delivery, conn) for delivery in deliveries]
     outcomes = [outcome for outcome, _ in judgements]
     # Recorded before any check, so that the table shows failures too.
-    record_property("pasture_outcomes", [asdict(outcome) for outcome in outcomes])
+    record_property(OUTCOMES_PROPERTY, [asdict(outcome) for outcome in outcomes])
 
     partial = make_templates().get_template("_post.html")
     home = home_timeline(scene.data_dir, cli_in)
