@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 
 from microfedi import passwords
 from microfedi.domains import describe_domains, normalize_domain
@@ -141,14 +142,20 @@ async def verify_login(db: Database, handle: str, password: str) -> AccountRow |
     return account if passwords.check_password(password, stored) else None
 
 
-async def remove_user(db: Database, handle: str) -> AccountRow:
-    """Remove a login and its actor. The row and key stay, to sign the actor's Delete."""
+async def remove_user(
+    db: Database, handle: str, *, also: Callable[[sqlite3.Connection, AccountRow], None] | None = None
+) -> AccountRow:
+    """Remove a login and its actor. The row and key stay, to sign the actor's Delete.
+
+    `also(conn, account)` runs in the same transaction (to queue that Delete).
+    """
     username, domain = parse_handle(handle)
 
     def remove(conn: sqlite3.Connection) -> AccountRow:
         account = _live_account(conn, username, domain)
         q.mark_account_deleted(conn, account.id)
+        if also is not None:
+            also(conn, account)
         return account
 
     return await db.write(remove)
-

@@ -233,15 +233,18 @@ def user_passwd(ctx: click.Context, handle: str, password_stdin: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def user_remove(ctx: click.Context, handle: str, yes: bool) -> None:
-    """Remove a user's login and actor; the username is not reused."""
-    from microfedi.accounts import remove_user
+    """Remove a user's login and actor; followers' servers get a Delete.
+
+    The username is not reused on that host.
+    """
+    from microfedi.profiles import delete_account
 
     if not yes:
         if not sys.stdin.isatty():
             fail(f"removing {handle} cannot be undone; pass --yes to confirm")
         click.confirm(f"Remove {handle}? This cannot be undone", abort=True)
-    account = run_action(ctx, lambda db: remove_user(db, handle))
-    click.echo(f"removed @{account.handle}")
+    account = run_instance_action(ctx, lambda i: delete_account(i, handle))
+    click.echo(f"removed @{account.handle} {QUEUED_NOTE}")
 
 
 # ---------------------------------------------------------------- follows

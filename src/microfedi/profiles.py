@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from microfedi.accounts import get_user
+from microfedi.accounts import get_user, remove_user
 from microfedi.content import plain_text_to_html
 from microfedi.errors import ActionError
 from microfedi.federation import activities
@@ -116,3 +116,17 @@ async def move(instance: Any, handle: str, reference: str) -> tuple[AccountRow, 
     document["to"], document["cc"] = [instance.urls.followers(account)], []
     updated = await _change(instance, account, {"moved_to": target_uri}, extra=document)
     return updated, target_uri
+
+
+async def delete_account(instance: Any, handle: str) -> AccountRow:
+    """Remove a local account and tell its followers' servers (Delete of the actor)."""
+
+    def send_delete(conn: Any, account: AccountRow) -> None:
+        me = instance.urls.actor(account)
+        document = activities.make("Delete", me, me)
+        document["to"], document["cc"] = [activities.PUBLIC], [instance.urls.followers(account)]
+        queue_publication(conn, account.id, document, [], me, {})
+
+    removed = await remove_user(instance.db, handle, also=send_delete)
+    instance.wake_tasks()
+    return removed

@@ -236,3 +236,21 @@ def test_move_to_another_server_moves_followers(cluster: tuple[Cluster, Server, 
     assert any(n["type"] == "move" and n["actor"] == "https://alice.test/@mover" for n in notes)
     actor = a.client().get("https://alice.test/@mover", headers={"Accept": "application/activity+json"}).json()
     assert actor["movedTo"] == "https://bob.test/@mover"
+
+
+def test_removing_a_user_tells_followers_servers(cluster: tuple[Cluster, Server, Server]) -> None:
+    _, a, b = cluster
+    a.cli("user", "add", "leaving@alice.test")
+    b.cli("follow", "bob@bob.test", "leaving@alice.test")
+    eventually(lambda: "leaving@alice.test" in relationships(b, "following", "bob@bob.test")["accepted"], "bob follows")
+    a.cli("post", "leaving@alice.test", "goodbye, world")
+    eventually(lambda: "goodbye" in b.cli("timeline", "bob@bob.test").stdout, "the post arrives")
+    a.cli("user", "remove", "leaving@alice.test", "--yes")
+    eventually(
+        lambda: (remote_actor_row(b, "https://alice.test/@leaving") or {}).get("deleted_at") is not None,
+        "B hears of the Delete",
+    )
+    assert "leaving@alice.test" not in sum(relationships(b, "following", "bob@bob.test").values(), [])
+    assert "goodbye" not in b.cli("timeline", "bob@bob.test").stdout
+    gone = a.client().get("https://alice.test/@leaving", headers={"Accept": "application/activity+json"})
+    assert gone.status_code == 410

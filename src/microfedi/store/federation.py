@@ -117,8 +117,18 @@ def find_remote_actor_by_handle(conn: sqlite3.Connection, username: str, domain:
 
 
 def mark_remote_actor_deleted(conn: sqlite3.Connection, uri: str) -> None:
-    conn.execute("UPDATE remote_actors SET deleted_at = ? WHERE uri = ?", (time.time(), uri))
+    """A remote account is gone: its follows, boosts and posts go with it."""
+    now = time.time()
+    conn.execute("UPDATE remote_actors SET deleted_at = ? WHERE uri = ?", (now, uri))
     conn.execute("DELETE FROM follows WHERE follower = ? OR followee = ?", (uri, uri))
+    conn.execute("DELETE FROM home_entries WHERE post_id IN (SELECT id FROM posts WHERE author = ?)", (uri,))
+    conn.execute("DELETE FROM home_entries WHERE boost_id IN (SELECT id FROM boosts WHERE actor = ?)", (uri,))
+    conn.execute("DELETE FROM boosts WHERE actor = ?", (uri,))
+    conn.execute(
+        "UPDATE posts SET deleted_at = ?, content = '', summary = '', attachments = '[]', poll = NULL "
+        "WHERE author = ? AND deleted_at IS NULL",
+        (now, uri),
+    )
 
 
 def set_moved_to(conn: sqlite3.Connection, uri: str, target: str) -> None:
