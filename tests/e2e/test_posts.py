@@ -67,6 +67,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fediverse]:
         )
         yield Fediverse(cluster, a, b, c)
     finally:
+        # Our idle keep-alive connections would hold a server's graceful shutdown for its full 10 s.
+        cluster.client().close()
         cluster.stop()
 
 

@@ -41,9 +41,9 @@ import pytest
 from bovine.activitystreams import Actor
 from click.testing import Result
 from e2e.servers import wait_for
-from fediverse_pasture.runner import ActivitySender
 from federation.peers import ACTIVITY_JSON, FakePeer, PeerActor
 from federation.test_inbox import OUR_HOST, OurServer, activity, apsig_headers, dumps
+from fediverse_pasture.runner import ActivitySender
 from loopback_fixtures import RunningServer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -189,7 +189,7 @@ async def deliver_corpus(ours: OurServer, actor: PeerActor, recipient: str, item
         sender.make_id = ids_for(actor, item)
         example = adapted(item.example, actor)
         # As the pasture's ModifierBuilder: content "text", then the input over the Note skeleton.
-        sender.init_create_note(lambda note: {**note, "content": "text", **example})
+        sender.init_create_note(lambda note, example=example: {**note, "content": "text", **example})
         await sender.send(recipient)
         assert sender.activity is not None, f"{item.slug} was not sent"
         answer = transport.answers[sender.activity["id"]]
@@ -270,7 +270,7 @@ def judged(delivery: Delivery, conn: sqlite3.Connection) -> tuple[Outcome, pq.Po
             outcome.verdict, outcome.reason, outcome.post = ACCEPTED, "", shown_fields(post)
             return outcome, post
         kind = obj.get("type") if isinstance(obj, dict) else None
-        if set(kind if isinstance(kind, list) else [kind]) & NOTE_TYPES:
+        if any(isinstance(k, str) and k in NOTE_TYPES for k in (kind if isinstance(kind, list) else [kind])):
             outcome.verdict, outcome.reason = LOST, "processed without error, yet no post was stored"
         else:
             outcome.verdict, outcome.reason = DROPPED, f"{json.dumps(kind)} is not a kind of post we show"
