@@ -25,6 +25,15 @@ def id_of(value: Any) -> str | None:
     return None
 
 
+def link_of(value: Any) -> str | None:
+    """A URL from a reference that may be a string, an object, a Link (`href`) or a list of those."""
+    if isinstance(value, list):
+        return next((found for found in map(link_of, value) if found), None)
+    if isinstance(value, dict) and isinstance(value.get("href"), str) and not isinstance(value.get("id"), str):
+        return value["href"]
+    return id_of(value)
+
+
 def ids_of(value: Any) -> list[str]:
     """Ids of a reference or a list of references, skipping the unreadable."""
     items = value if isinstance(value, list) else [value]
@@ -38,7 +47,10 @@ def type_of(value: Any) -> str | None:
     kind = value.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if isinstance(k, str)), None)
-    return kind if isinstance(kind, str) else None
+    if not isinstance(kind, str):
+        return None
+    # Compacted against the ActivityStreams context some servers write "as:Note".
+    return kind.removeprefix("as:").removeprefix("https://www.w3.org/ns/activitystreams#")
 
 
 def activity_uri(actor_uri: str) -> str:

@@ -34,7 +34,7 @@ async def _note_from(instance: Any, obj: Any, signer: str) -> dict[str, Any]:
         return obj
     uri = id_of(obj)
     if not uri:
-        raise Refused("the activity has no object")
+        raise Refused("the object has no id" if isinstance(obj, dict) else "the activity has no object")
     return await fetch_authoritative(instance, uri)
 
 

@@ -10,11 +10,12 @@ of the local accounts entitled to see it.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from microfedi.content import sanitize_html
-from microfedi.federation.activities import PUBLIC, id_of, ids_of, type_of
+from microfedi.federation.activities import PUBLIC, id_of, ids_of, link_of, type_of
 from microfedi.federation.actors import AS_CONTEXT, iso_time
 from microfedi.federation.remote import host_of_url
 from microfedi.store import federation as fq
@@ -29,6 +30,7 @@ PUBLIC_ALIASES = frozenset({PUBLIC, "as:Public", "Public"})
 # How far up a reply chain we fetch parents we do not have.
 MAX_REPLY_DEPTH = 5
 MAX_ITEMS = 50  # tags, attachments, poll options: more are dropped
+_TAG_NAME = re.compile(r"^\w+$")
 NOTE_CONTEXT: list[Any] = [
     AS_CONTEXT,
     {
@@ -86,11 +88,7 @@ def _attachments(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for item in items[:MAX_ITEMS]:
         if not isinstance(item, dict):
             continue
-        url = item.get("url")
-        if isinstance(url, list):
-            url = url[0] if url else None
-        if isinstance(url, dict):
-            url = url.get("href")
+        url = link_of(item.get("url")) or link_of(item.get("href"))
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             continue
         entry: dict[str, Any] = {"url": url, "type": type_of(item) or "Document"}
@@ -112,10 +110,12 @@ def _tags(doc: dict[str, Any]) -> tuple[list[dict[str, str]], list[str], list[di
     for item in items[: MAX_ITEMS * 3]:
         kind = type_of(item)
         if kind == "Mention" and isinstance(item.get("href"), str):
-            mentions.append({"href": item["href"], "name": str(item.get("name") or "")[:300]})
+            if all(m["href"] != item["href"] for m in mentions):
+                mentions.append({"href": item["href"], "name": str(item.get("name") or "")[:300]})
         elif kind == "Hashtag" and isinstance(item.get("name"), str):
             tag = item["name"].lstrip("#").strip().lower()[:100]
-            if tag and tag not in hashtags:
+            # Only what could be typed as a #hashtag: word characters, not all digits.
+            if tag and _TAG_NAME.match(tag) and not tag.isdigit() and tag not in hashtags:
                 hashtags.append(tag)
         elif kind == "Emoji" and isinstance(item.get("name"), str):
             icon = item.get("icon")
@@ -167,9 +167,8 @@ def note_fields(doc: dict[str, Any], author_followers: str | None) -> NewPost:
     if title:
         html = f"<p><strong>{sanitize_html(title)}</strong></p>{html}"
     mentions, hashtags, emoji = _tags(doc)
-    in_reply_to = id_of(doc.get("inReplyTo"))
-    url = doc.get("url")
-    url = id_of(url) if isinstance(url, (str, dict)) else (ids_of(url) or [None])[0]
+    in_reply_to = link_of(doc.get("inReplyTo"))
+    url = link_of(doc.get("url"))
     published = parse_time(doc.get("published")) or parse_time(doc.get("updated"))
     language = None
     if isinstance(doc.get("contentMap"), dict) and doc["contentMap"]:
