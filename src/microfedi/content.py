@@ -28,10 +28,10 @@ import nh3
 # ---------------------------------------------------------------------------
 
 #: The tags DESIGN.md allows in stored content (Mastodon's set).
-ALLOWED_TAGS = frozenset(
-    {"p", "br", "span", "a", "del", "pre", "code", "em", "strong", "b", "i", "u", "ul", "ol", "li"}
-    | {"blockquote"}
-)
+ALLOWED_TAGS = frozenset({
+    "p", "br", "span", "a", "del", "pre", "code", "em",
+    "strong", "b", "i", "u", "ul", "ol", "li", "blockquote",
+})  # fmt: skip
 
 #: Links keep only these schemes; anything else (javascript:, data:, relative) loses its href.
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -47,26 +47,27 @@ TRUNCATION_MARK = "<p>…</p>"
 # Tags whose content is dropped along with the tag: code, styling and embedded
 # documents are never text a reader wrote (the list the Sanitize gem, and so
 # Mastodon, uses, plus <template> and <textarea>).
-_DROPPED_WITH_CONTENT = frozenset(
-    {"script", "style", "template", "textarea", "iframe", "noembed", "noframes", "noscript", "plaintext"}
-    | {"xmp", "svg", "math"}
-)
+_DROPPED_WITH_CONTENT = frozenset({
+    "script", "style", "template", "textarea", "iframe", "noembed",
+    "noframes", "noscript", "plaintext", "xmp", "svg", "math",
+})  # fmt: skip
 
-# Tags outside the allowed set that Mastodon renders rather than flattens: headings
-# become a bold paragraph and <s> a <del>; block containers become a space so the
-# words on either side do not run together. Every other unknown tag is unwrapped.
+# Block containers outside the allowed set: each becomes a space, so that the words
+# on either side do not run together once the tag is gone.
+_SPACED_BLOCKS = (
+    "div", "section", "article", "aside", "header", "footer", "main", "nav", "address",
+    "hgroup", "figure", "figcaption", "details", "summary", "dl", "dt", "dd", "hr",
+    "table", "caption", "tr", "td", "th",
+)  # fmt: skip
+
+# Tags outside the allowed set that are rendered rather than flattened, as Mastodon
+# does: headings become a bold paragraph and <s> a <del>. Every other unknown tag is
+# unwrapped, keeping its text.
 _REWRITTEN_TAGS: dict[str, tuple[str, str]] = {
     **{f"h{level}": ("<p><strong>", "</strong></p>") for level in range(1, 7)},
     "s": ("<del>", "</del>"),
     "strike": ("<del>", "</del>"),
-    **{
-        block: (" ", " ")
-        for block in (
-            "div", "section", "article", "aside", "header", "footer", "main", "nav", "address",
-            "hgroup", "figure", "figcaption", "details", "summary", "dl", "dt", "dd", "hr",
-            "table", "caption", "tr", "td", "th",
-        )
-    },
+    **{block: (" ", " ") for block in _SPACED_BLOCKS},
 }
 
 # The cleaner lets the rewritten tags through without attributes, so in its output

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from microfedi.accounts import get_user
 from microfedi.content import extract_hashtags, extract_mentions, plain_text_to_html
@@ -54,7 +55,7 @@ class PostActions:
         return cls(instance, await get_user(instance.db, handle))
 
     def tag_url(self, tag: str) -> str:
-        return f"{self.urls.origin(self.account.host)}/tags/{tag}"
+        return f"{self.urls.origin(self.account.host)}/tags/{quote(tag)}"
 
     # ---------------------------------------------------------- finding things
 
@@ -92,7 +93,8 @@ class PostActions:
 
     async def _mentions(self, text: str, parent: Post | None) -> list[Recipient]:
         found: dict[str, Recipient] = {}
-        for handle in extract_mentions(text):
+        # A bare @name means an account on the author's own domain, as on Mastodon.
+        for handle in extract_mentions(text, default_domain=self.account.domain):
             recipient = await self._recipient(handle)
             found[handle] = recipient
         if parent is not None and parent.author != self.me:
@@ -117,7 +119,8 @@ class PostActions:
         parent = await self.find_post(reply_to) if reply_to else None
         recipients = await self._mentions(text, parent)
         html = plain_text_to_html(
-            text, mention_links={r.name.lstrip("@"): r.profile for r in recipients}, tag_url=self.tag_url
+            text, mention_links={r.name.lstrip("@"): r.profile for r in recipients}, tag_url=self.tag_url,
+            default_domain=self.account.domain,
         )
         post_id = new_id()
         uri = f"{self.me}/posts/{post_id}"
@@ -197,7 +200,8 @@ class PostActions:
         parent = await self.instance.db.read(pq.get_post_by_uri, post.in_reply_to) if post.in_reply_to else None
         recipients = await self._mentions(text, parent)
         html = plain_text_to_html(
-            text, mention_links={r.name.lstrip("@"): r.profile for r in recipients}, tag_url=self.tag_url
+            text, mention_links={r.name.lstrip("@"): r.profile for r in recipients}, tag_url=self.tag_url,
+            default_domain=self.account.domain,
         )
         mentions = [{"href": r.uri, "name": r.name} for r in recipients]
         now = time.time()

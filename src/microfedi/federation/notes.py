@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from html import escape
 from datetime import datetime, timezone
 from typing import Any
 
@@ -165,7 +166,7 @@ def note_fields(doc: dict[str, Any], author_followers: str | None) -> NewPost:
     title = _text(doc.get("name")) if kind in ("Article", "Page", "Event", "Video") else ""
     html = sanitize_html(content)
     if title:
-        html = f"<p><strong>{sanitize_html(title)}</strong></p>{html}"
+        html = f"<p><strong>{escape(title)}</strong></p>{html}"
     mentions, hashtags, emoji = _tags(doc)
     in_reply_to = link_of(doc.get("inReplyTo"))
     url = link_of(doc.get("url"))
