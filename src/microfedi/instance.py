@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from microfedi.config import Settings
 from microfedi.domains import Directory, DirectoryCache, ensure_all_instance_actors
 from microfedi.federation.keys import load_private_key
+from microfedi.federation.remote import KeyCache
 from microfedi.store import directory as q
 from microfedi.store.database import Database
 from microfedi.store.directory import AccountRow
@@ -30,6 +31,7 @@ class Instance:
         self._http: FederationClient | None = None
         self._signers: dict[tuple[str, object], Signer] = {}
         self.activity_cache: ActivityCache | None = None
+        self.keys = KeyCache()
         self.runner = None  # set by the app's lifespan: the task runner
 
     @property

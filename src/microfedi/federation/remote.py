@@ -151,12 +151,36 @@ async def get_actor(instance: Any, uri: str, *, signer_host: str | None = None, 
     return await fetch_actor(instance, uri, signer_host=signer_host)
 
 
+class KeyCache:
+    """Signing keys recently seen, so a busy inbox does not read the database per POST.
+
+    Entries live a few minutes; a key that fails to verify is fetched again
+    anyway (refresh), which replaces its entry.
+    """
+
+    def __init__(self, ttl: float = 300.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._entries: dict[str, tuple[float, RemoteActor]] = {}
+
+    def get(self, key_id: str) -> RemoteActor | None:
+        entry = self._entries.get(key_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key_id: str, actor: RemoteActor) -> RemoteActor:
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # rare; simpler and cheaper than tracking order
+        self._entries[key_id] = (time.monotonic() + self.ttl, actor)
+        return actor
+
+
 async def actor_for_key(instance: Any, key_id: str, *, signer_host: str | None = None, refresh: bool = False) -> RemoteActor:
     """The actor owning `key_id`, with that key; fetched when unknown or when `refresh`."""
     if not refresh:
-        cached = await instance.db.read(fq.find_remote_actor_by_key, key_id)
+        cached = instance.keys.get(key_id) or await instance.db.read(fq.find_remote_actor_by_key, key_id)
         if cached is not None:
-            return cached
+            return instance.keys.put(key_id, cached)
     doc = await fetch_authoritative(instance, key_id, signer_host)
     if type_of(doc) not in ACTOR_TYPES:
         # A standalone key document: {id, owner, publicKeyPem}; fetch its owner.
@@ -167,7 +191,7 @@ async def actor_for_key(instance: Any, key_id: str, *, signer_host: str | None =
     fields = actor_fields(doc, key_id)
     if fields["key_id"] != key_id:
         raise RemoteError(f"{doc.get('id')} does not list the key {key_id}")
-    return await instance.db.write(fq.upsert_remote_actor, doc["id"], fields, None)
+    return instance.keys.put(key_id, await instance.db.write(fq.upsert_remote_actor, doc["id"], fields, None))
 
 
 async def webfinger(instance: Any, username: str, domain: str) -> tuple[str, str]:
