@@ -529,6 +529,7 @@ def _post_json(item: Any, handles: dict[str, str]) -> dict[str, Any]:
         "boosts": post.boost_count,
         "likes": post.like_count,
         "hashtags": post.hashtags,
+        "pinned": post.pinned,
         "mentions": [m["href"] for m in post.mentions],
         "attachments": post.attachments,
         "poll": post.poll,
@@ -629,7 +630,8 @@ def _serve(settings: Settings, host: str, port: int, certfile: Path | None, keyf
         server_header=False,
         lifespan="on",
         log_config=None,
-        timeout_graceful_shutdown=10,
+        # Peers' idle keep-alive connections would hold a restart this long.
+        timeout_graceful_shutdown=3,
     )
     if certfile:
         config.update(ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))

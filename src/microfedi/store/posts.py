@@ -88,10 +88,15 @@ def insert_post(conn: sqlite3.Connection, post: NewPost) -> tuple[int, bool]:
     if existing:
         return existing[0], False
     now = time.time()
-    for _ in range(5):
+    # A reply sorts after its parent even when both were published within the
+    # same second (ActivityStreams times are often whole seconds).
+    parent = conn.execute("SELECT id FROM posts WHERE uri = ?", (post.in_reply_to,)).fetchone() if post.in_reply_to else None
+    for attempt in range(5):
         # Remote posts sort by publication time (never in the future); a clash
         # of random low bits on an old time is retried with fresh ones.
         post_id = post.id or id_at(min(post.published, now))
+        if parent is not None and post_id <= parent[0] and not post.id:
+            post_id = parent[0] + 1 + attempt
         if conn.execute("SELECT 1 FROM posts WHERE id = ?", (post_id,)).fetchone() is None:
             break
     conn.execute(
@@ -231,7 +236,15 @@ def put_like(conn: sqlite3.Connection, uri: str, actor: str, post_id: int) -> bo
     return cursor.rowcount > 0
 
 
+def delete_notifications_of(conn: sqlite3.Connection, activity: str) -> None:
+    """Forget the notifications an activity caused (it was undone)."""
+    conn.execute("DELETE FROM notifications WHERE activity = ?", (activity,))
+
+
 def delete_like(conn: sqlite3.Connection, actor: str, post_id: int) -> bool:
+    found = conn.execute("SELECT uri FROM likes WHERE actor = ? AND post_id = ?", (actor, post_id)).fetchone()
+    if found is not None:
+        delete_notifications_of(conn, found[0])
     cursor = conn.execute("DELETE FROM likes WHERE actor = ? AND post_id = ?", (actor, post_id))
     if cursor.rowcount:
         conn.execute("UPDATE posts SET like_count = max(like_count - 1, 0) WHERE id = ?", (post_id,))
@@ -281,9 +294,10 @@ def find_boost(conn: sqlite3.Connection, *, uri: str | None = None, actor: str |
 
 
 def delete_boost(conn: sqlite3.Connection, boost_id: int) -> None:
-    row = conn.execute("SELECT post_id FROM boosts WHERE id = ?", (boost_id,)).fetchone()
+    row = conn.execute("SELECT post_id, uri FROM boosts WHERE id = ?", (boost_id,)).fetchone()
     if row is None:
         return
+    delete_notifications_of(conn, row[1])
     conn.execute("DELETE FROM home_entries WHERE boost_id = ?", (boost_id,))
     conn.execute("DELETE FROM boosts WHERE id = ?", (boost_id,))
     conn.execute("UPDATE posts SET boost_count = max(boost_count - 1, 0) WHERE id = ?", (row[0],))
