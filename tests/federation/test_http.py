@@ -7,7 +7,7 @@ import email.utils
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -446,7 +446,7 @@ async def test_resolve_accepts_ipv6_and_omitted_ports(
     make_client: MakeClient, silent_server: Callable[..., SilentServer], signer: Signer
 ) -> None:
     tripwire = silent_server("127.0.0.1")
-    client = make_client(resolve=f"six.test=[::1]:1, four.test=127.0.0.1", connect_timeout=0.5)
+    client = make_client(resolve="six.test=[::1]:1, four.test=127.0.0.1", connect_timeout=0.5)
 
     # Pinned names may go to loopback; with no port the URL's own port is used.
     error = await fails(client.get_json(f"https://four.test:{tripwire.port}/actor", signer=signer))
