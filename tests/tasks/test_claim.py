@@ -30,8 +30,10 @@ def deliver(registry: Registry) -> TaskKind:
 
 def plan(slots: int = 10, kinds: dict[str, int] | None = None, hosts: dict[str, int] | None = None) -> ClaimPlan:
     kinds = kinds or {"deliver": 32}
+    priorities = {"deliver": Priority.DELIVERY, "fetch": Priority.FETCH, "other": Priority.LOCAL}
     return ClaimPlan(
-        slots=slots, kind_slots=kinds, host_slots=hosts or {}, default_host_slots=4, leases=dict.fromkeys(kinds, 40.0)
+        slots=slots, kind_slots=kinds, host_slots=hosts or {}, default_host_slots=4,
+        leases=dict.fromkeys(kinds, 40.0), priorities={k: int(priorities[k]) for k in kinds},
     )
 
 

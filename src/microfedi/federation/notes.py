@@ -110,7 +110,7 @@ def _tags(doc: dict[str, Any]) -> tuple[list[dict[str, str]], list[str], list[di
     mentions, hashtags, emoji = [], [], []
     for item in items[: MAX_ITEMS * 3]:
         kind = type_of(item)
-        if kind == "Mention" and isinstance(item.get("href"), str):
+        if kind == "Mention" and isinstance(item.get("href"), str) and item["href"].startswith(("https://", "http://")):
             if all(m["href"] != item["href"] for m in mentions):
                 mentions.append({"href": item["href"], "name": str(item.get("name") or "")[:300]})
         elif kind == "Hashtag" and isinstance(item.get("name"), str):

@@ -112,12 +112,20 @@ def actor_fields(doc: dict[str, Any], key_id: str | None = None) -> dict[str, An
 
 
 async def _get(instance: Any, url: str, signer_host: str | None) -> dict[str, Any]:
+    """A document from `url`, which must not have been redirected to another host.
+
+    A document speaks for the host that served it: if other.example redirects
+    to evil.example, what evil.example says about other.example's ids counts
+    for nothing (the pattern of Mastodon's CVE-2024-23832).
+    """
     try:
-        _, doc = await instance.http.get_json(url, signer=await instance.instance_signer(signer_host))
+        final_url, doc = await instance.http.get_json(url, signer=await instance.instance_signer(signer_host))
     except FetchError as exc:
         raise RemoteError(
             f"fetching {url} failed: {exc}", permanent=exc.permanent, gone=exc.status == 410, status=exc.status
         ) from None
+    if host_of_url(final_url) != host_of_url(url):
+        raise RemoteError(f"{url} redirected to another host ({host_of_url(final_url)})")
     return doc
 
 

@@ -36,6 +36,8 @@ class ClaimPlan:
     host_slots: Mapping[str, int]
     default_host_slots: int
     leases: Mapping[str, float]
+    # Each kind's priority, so a claim only asks for kinds of the priority at hand.
+    priorities: Mapping[str, int]
 
 
 def claim_and_complete(
@@ -66,7 +68,11 @@ def _pick(conn: sqlite3.Connection, plan: ClaimPlan, now: float) -> list[tuple[i
     picked: list[tuple[int, str]] = []
     for priority in Priority:
         while True:
-            open_kinds = [kind for kind, free in kind_slots.items() if free > 0]
+            # Asking only for kinds of this priority that have room keeps a
+            # full kind's backlog from being walked on every claim.
+            open_kinds = [k for k, free in kind_slots.items() if free > 0 and plan.priorities.get(k) == priority]
+            if not open_kinds:
+                break
             full_hosts = [host for host, free in host_slots.items() if free <= 0]
             picked_ids = [task_id for task_id, _ in picked]
             skipped = 0

@@ -248,6 +248,7 @@ class Runner:
             host_slots=host_slots,
             default_host_slots=self.circuit.host_limit,
             leases={kind.name: kind.timeout + self.lease_margin for kind in self.registry},
+            priorities={kind.name: int(kind.priority) for kind in self.registry},
         )
 
     # ------------------------------------------------------------ running
