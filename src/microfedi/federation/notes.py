@@ -222,10 +222,6 @@ def _store(conn: Any, post: NewPost, local_accounts: dict[str, int], instance: A
     post_id, created = pq.insert_post(conn, post)
     if not created:
         return post_id, False
-    if post.in_reply_to:
-        parent = pq.get_post_by_uri(conn, post.in_reply_to)
-        if parent is not None and parent.conversation != post.conversation:
-            conn.execute("UPDATE posts SET conversation = ? WHERE id = ?", (parent.conversation, post_id))
     homes, mentioned = audience(instance, post, _local_followers_of(conn, local_accounts, post.author))
     uri_of = {ident: uri for uri, ident in local_accounts.items()}
     blocked = {a for a in homes if fq.is_blocked(conn, uri_of[a], post.author)}

@@ -90,7 +90,12 @@ def insert_post(conn: sqlite3.Connection, post: NewPost) -> tuple[int, bool]:
     now = time.time()
     # A reply sorts after its parent even when both were published within the
     # same second (ActivityStreams times are often whole seconds).
-    parent = conn.execute("SELECT id FROM posts WHERE uri = ?", (post.in_reply_to,)).fetchone() if post.in_reply_to else None
+    parent = (
+        conn.execute("SELECT id, conversation FROM posts WHERE uri = ?", (post.in_reply_to,)).fetchone()
+        if post.in_reply_to
+        else None
+    )
+    conversation = parent[1] if parent is not None else post.conversation
     for attempt in range(5):
         # Remote posts sort by publication time (never in the future); a clash
         # of random low bits on an old time is retried with fresh ones.
@@ -105,7 +110,7 @@ def insert_post(conn: sqlite3.Connection, post: NewPost) -> tuple[int, bool]:
         "emoji, attachments, poll, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             post_id, post.uri, post.url, post.author, post.account_id, post.type, post.visibility,
-            post.in_reply_to, post.conversation, post.summary, int(post.sensitive), post.content, post.source,
+            post.in_reply_to, conversation, post.summary, int(post.sensitive), post.content, post.source,
             post.language, post.published, post.updated, json.dumps(post.recipients), json.dumps(post.mentions),
             json.dumps(post.hashtags), json.dumps(post.emoji), json.dumps(post.attachments),
             json.dumps(post.poll) if post.poll else None, now,
@@ -114,6 +119,14 @@ def insert_post(conn: sqlite3.Connection, post: NewPost) -> tuple[int, bool]:
     conn.executemany("INSERT OR IGNORE INTO post_tags (tag, post_id) VALUES (?, ?)", [(t, post_id) for t in post.hashtags])
     if post.in_reply_to:
         conn.execute("UPDATE posts SET reply_count = reply_count + 1 WHERE uri = ?", (post.in_reply_to,))
+    # Replies stored before this post (fetched from the newest upward) join its thread.
+    for (orphaned,) in conn.execute(
+        "SELECT DISTINCT conversation FROM posts WHERE in_reply_to = ? AND conversation != ?", (post.uri, conversation)
+    ).fetchall():
+        conn.execute("UPDATE posts SET conversation = ? WHERE conversation = ?", (conversation, orphaned))
+    reply_count = conn.execute("SELECT count(*) FROM posts WHERE in_reply_to = ? AND deleted_at IS NULL", (post.uri,)).fetchone()[0]
+    if reply_count:
+        conn.execute("UPDATE posts SET reply_count = ? WHERE id = ?", (reply_count, post_id))
     return post_id, True
 
 
@@ -188,7 +201,9 @@ def pinned_posts(conn: sqlite3.Connection, author: str) -> list[Post]:
 
 def conversation_posts(conn: sqlite3.Connection, conversation: str, limit: int = 200) -> list[Post]:
     rows = conn.execute(
-        "SELECT * FROM posts WHERE conversation = ? AND deleted_at IS NULL ORDER BY id LIMIT ?", (conversation, limit)
+        # By publication: posts of a thread may have arrived in any order.
+        "SELECT * FROM posts WHERE conversation = ? AND deleted_at IS NULL ORDER BY published, id LIMIT ?",
+        (conversation, limit),
     )
     return [_post(r) for r in rows]
 
