@@ -1,7 +1,9 @@
-"""All the benchmarks in one run: memory, discovery throughput ratio, cold start (issue 2), fan-out and inbox ingest (issue 3).
+"""All the benchmarks in one run, as one JSON document.
 
-Prints one JSON document on stdout (progress on stderr) and exits 1 when a
-benchmark could not run; a missed goal is reported in the JSON, not as a failure.
+Memory, discovery throughput ratio and cold start (issue 2); fan-out and inbox
+ingest (issue 3); home timeline latency and inbound Creates (issue 4). Prints
+one JSON document on stdout (progress on stderr) and exits 1 when a benchmark
+could not run; a missed goal is reported in the JSON, not as a failure.
 
     python bench/run_all.py                 # the microfedi installed for this Python
     python bench/run_all.py --fresh-venv    # a new venv with only the runtime dependencies
@@ -25,8 +27,10 @@ from pathlib import Path
 import cold_start
 import discovery_throughput
 import fanout
+import inbound_creates
 import inbox_ingest
 import memory
+import timeline
 from common import REPO_DIR, BenchError, code_under_test, machine_info, prepare_data_dir, progress
 
 
@@ -57,6 +61,8 @@ def run_benchmarks(work_dir: Path) -> int:
         "cold_start": lambda: cold_start.run(),
         "fanout": lambda: fanout.run(work_dir),
         "inbox_ingest": lambda: inbox_ingest.run(work_dir),
+        "timeline": lambda: timeline.run(work_dir),
+        "inbound_creates": lambda: inbound_creates.run(work_dir),
     }
     failed = False
     for name, benchmark in benchmarks.items():

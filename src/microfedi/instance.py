@@ -19,6 +19,7 @@ from microfedi.urls import Urls, split_local_url
 
 if TYPE_CHECKING:
     from microfedi.federation.delivery import ActivityCache
+    from microfedi.federation.delivery_client import DeliveryClient
     from microfedi.federation.http import FederationClient, Signer
 
 
@@ -29,6 +30,7 @@ class Instance:
         self.urls = Urls(settings)
         self._directory: DirectoryCache | None = None
         self._http: FederationClient | None = None
+        self._deliveries: DeliveryClient | None = None
         self._signers: dict[tuple[str, object], Signer] = {}
         self.activity_cache: ActivityCache | None = None
         self.keys = KeyCache()
@@ -48,6 +50,15 @@ class Instance:
             self._http = FederationClient(self.settings)
         return self._http
 
+    @property
+    def deliveries(self) -> DeliveryClient:
+        """The client that POSTs deliveries to inboxes (kept-alive connections per host)."""
+        if self._deliveries is None:
+            from microfedi.federation.delivery_client import DeliveryClient
+
+            self._deliveries = DeliveryClient(self.settings)
+        return self._deliveries
+
     async def open(self) -> None:
         from microfedi.federation.delivery import ActivityCache
 
@@ -60,6 +71,9 @@ class Instance:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._deliveries is not None:
+            await self._deliveries.aclose()
+            self._deliveries = None
         if self._directory is not None:
             self._directory.close()
             self._directory = None

@@ -124,7 +124,7 @@ async def deliver(ctx: Any, payload: dict[str, Any]) -> None:
         return
     signer = await instance.account_signer(account_id)
     try:
-        await instance.http.post(inbox, body, signer=signer)
+        await instance.deliveries.post(inbox, body, signer=signer)
     except FetchError as exc:
         if exc.status == 401:
             # Their key fetch of our actor may have failed for a moment: retry,

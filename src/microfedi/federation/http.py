@@ -1,7 +1,9 @@
 """The one outbound HTTP client for federation: signed, size-capped, and safe.
 
 Every server-to-server request goes through one `FederationClient` per process
-(`instance.http`). It applies DESIGN.md's "Outbound requests and safety":
+(`instance.http`), except deliveries, which have a leaner client of their own
+(`delivery_client.DeliveryClient`, `instance.deliveries`) bound by the same
+rules. It applies DESIGN.md's "Outbound requests and safety":
 
 * https URLs only, unless `allow_http` (local peers that speak plain http);
 * each new connection resolves the name itself, refuses loopback, private
@@ -20,14 +22,28 @@ Every server-to-server request goes through one `FederationClient` per process
 Failures are `FetchError`s that say whether trying again could help
 (`permanent`) and how long the remote asked us to wait (`retry_after`).
 
+The rules themselves (`OutboundRules`: URL checks, the address checks of
+`TargetResolver`, the TLS context, the User-Agent) and the status
+classification (`raise_for_status`) are public so that the deliveries' own
+client (`delivery_client.DeliveryClient`) applies the very same ones.
+
 Public API::
 
-    ACTIVITY_JSON, ACCEPT_ACTIVITY, JSON_MAX_BYTES, MAX_REDIRECTS
+    ACTIVITY_JSON, ACCEPT_ACTIVITY, JSON_MAX_BYTES, MAX_REDIRECTS, DISCARD_MAX_BYTES
     Signer(key_id, private_key)
     FetchError(url, reason, *, status=None, permanent=False, retry_after=None)
         .url .host .status .permanent .retry_after .reason
+    raise_for_status(url, status, reason, retry_after_header) -> None
     non_public_kind(address) -> str | None
     await read_capped(content_length, chunks, limit) -> bytes | None
+    parse_resolve_map(text) -> {name: (address, port or None)}
+    RefusedTarget
+    TargetResolver(pins, *, allow_private)
+        await addresses(host, port, timeout) -> [(address, port)]
+    ssl_context(ca_bundle) -> ssl.SSLContext
+    OutboundRules.from_settings(settings, *, public_host=None)
+        .allow_http .resolver .ssl_context .user_agent
+        checked_url(url) -> str
     FederationClient(settings, *, public_host=None, connect_timeout=5.0,
                      read_timeout=10.0, total_timeout=25.0)
         await get_json(url, *, signer, accept=ACCEPT_ACTIVITY,
@@ -69,7 +85,7 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Bodies we do not use (POST answers, errors, redirects) are read up to this
 # size so the connection can go back to the pool; a longer one is not read,
 # and the connection is closed instead.
-_DISCARD_MAX_BYTES = 64 << 10
+DISCARD_MAX_BYTES = 64 << 10
 # A Pi has little memory and few file descriptors to spare.
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
 
@@ -135,22 +151,9 @@ class FederationClient:
         read_timeout: float = 10.0,
         total_timeout: float = 25.0,
     ) -> None:
-        self._allow_http = settings.allow_http
+        self._rules = OutboundRules.from_settings(settings, public_host=public_host)
         self._total_timeout = total_timeout
-        pins = _parse_resolve_map(settings.resolve)
-        if settings.allow_http:
-            log.warning(
-                "MICROFEDI_ALLOW_HTTP is on: plain-http URLs and loopback/private addresses WILL be fetched. "
-                "Use it for local development and tests only, never on a server that faces the internet."
-            )
-        for name, (address, port) in pins.items():
-            log.warning("MICROFEDI_RESOLVE sends %s to %s%s", name, address, f" port {port}" if port else "")
-        user_agent = f"microfedi/{__version__}"
-        if public_host:
-            user_agent += f" (+{settings.origin(public_host)}/)"
-        transport = _CheckedTransport(
-            _ssl_context(settings.ca_bundle), _CheckedNetworkBackend(pins, allow_private=settings.allow_http)
-        )
+        transport = _CheckedTransport(self._rules.ssl_context, _CheckedNetworkBackend(self._rules.resolver))
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
@@ -158,7 +161,7 @@ class FederationClient:
             trust_env=False,  # no proxies or .netrc from the environment: they would bypass the checks
             # identity: a size cap counts the bytes that arrive, so no gzip bomb
             # can blow up in memory before the cap sees it.
-            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+            headers={"User-Agent": self._rules.user_agent, "Accept-Encoding": "identity"},
         )
 
     async def get_json(
@@ -177,7 +180,7 @@ class FederationClient:
         a JSON media type (``application/json`` or ``application/*+json``).
         Raises `FetchError`.
         """
-        current = self._checked_url(url)
+        current = self._rules.checked_url(url)
         for _ in range(MAX_REDIRECTS + 1):
             headers = {"Accept": accept}
             if signer is not None:
@@ -189,7 +192,7 @@ class FederationClient:
             location = response.headers.get("Location")
             if not location:
                 raise FetchError(current, "redirect without a Location", status=response.status_code, permanent=True)
-            current = self._checked_url(urljoin(current, location))
+            current = self._rules.checked_url(urljoin(current, location))
         raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", permanent=True)
 
     async def post(
@@ -200,10 +203,10 @@ class FederationClient:
         Redirects are not followed: a 3xx is a temporary `FetchError`, as is
         any answer the remote may change its mind about.
         """
-        url = self._checked_url(url)
+        url = self._rules.checked_url(url)
         wanted = {"Content-Type": content_type, "Accept": ACCEPT_ACTIVITY}
         headers = sign_request("POST", url, body, signer.key_id, signer.private_key, wanted)
-        response, _ = await self._exchange("POST", url, headers, body, _DISCARD_MAX_BYTES)
+        response, _ = await self._exchange("POST", url, headers, body, DISCARD_MAX_BYTES)
         _raise_for_status(url, response)
         return response.status_code
 
@@ -211,37 +214,21 @@ class FederationClient:
         """Close every pooled connection; the client is unusable afterwards."""
         await self._client.aclose()
 
-    def _checked_url(self, url: str) -> str:
-        """``url`` normalised (IDNA host, no fragment), or a permanent FetchError if we never fetch it."""
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise FetchError(url, f"not a valid URL: {exc}", permanent=True) from None
-        if parsed.scheme != "https" and not (parsed.scheme == "http" and self._allow_http):
-            refusal = "refused: only https URLs are fetched (MICROFEDI_ALLOW_HTTP permits http)"
-            raise FetchError(url, refusal, permanent=True)
-        if not parsed.host:
-            raise FetchError(url, "URL has no host", permanent=True)
-        if parsed.userinfo:
-            # Credentials in a URL from a remote document are never ours to send.
-            raise FetchError(url, "refused: URL carries credentials", permanent=True)
-        return str(parsed.copy_with(fragment=None))
-
     async def _exchange(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None, success_max_bytes: int
     ) -> tuple[httpx.Response, bytes | None]:
         """One request: the response (status and headers) and its body.
 
         A 2xx body is read up to ``success_max_bytes``, any other up to
-        `_DISCARD_MAX_BYTES`; the body is None when it is longer.
+        `DISCARD_MAX_BYTES`; the body is None when it is longer.
         """
         try:
             async with asyncio.timeout(self._total_timeout):
                 async with self._client.stream(method, url, headers=headers, content=content) as response:
-                    limit = success_max_bytes if response.is_success else _DISCARD_MAX_BYTES
+                    limit = success_max_bytes if response.is_success else DISCARD_MAX_BYTES
                     body = await read_capped(response.headers.get("Content-Length"), response.aiter_bytes(), limit)
                     return response, body
-        except _RefusedTarget as exc:
+        except RefusedTarget as exc:
             raise FetchError(url, f"refused: {exc}", permanent=True) from None
         except (TimeoutError, httpx.TimeoutException):
             raise FetchError(url, "timed out") from None
@@ -272,13 +259,17 @@ async def read_capped(content_length: str | None, chunks: AsyncIterable[bytes], 
 
 
 def _raise_for_status(url: str, response: httpx.Response) -> None:
-    status = response.status_code
+    raise_for_status(url, response.status_code, response.reason_phrase, response.headers.get("Retry-After"))
+
+
+def raise_for_status(url: str, status: int, reason: str, retry_after_header: str | None) -> None:
+    """Nothing for a 2xx; otherwise the `FetchError` the answer means (permanent or not, Retry-After)."""
     if 200 <= status < 300:
         return
-    retry_after = _retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+    retry_after = _retry_after(retry_after_header) if status in (429, 503) else None
     raise FetchError(
         url,
-        f"answered {status} {response.reason_phrase}".rstrip(),
+        f"answered {status} {reason}".rstrip(),
         status=status,
         permanent=_is_permanent(status),
         retry_after=retry_after,
@@ -349,7 +340,7 @@ def non_public_kind(address: IPAddress) -> str | None:
     return None if address.is_global else "non-public"
 
 
-def _parse_resolve_map(text: str) -> dict[str, tuple[str, int | None]]:
+def parse_resolve_map(text: str) -> dict[str, tuple[str, int | None]]:
     """``name=address[:port],…`` (IPv6 as ``[::1]:8443``) → {name: (address, port or None)}."""
     pins: dict[str, tuple[str, int | None]] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
@@ -385,21 +376,66 @@ def _split_address(target: str) -> tuple[str, int | None]:
     return address, port
 
 
-class _RefusedTarget(Exception):
+class RefusedTarget(Exception):
     """A connection the safety rules forbid, refused before any packet is sent."""
 
 
+class TargetResolver:
+    """Where a connection to a name may go: its pinned address, or its addresses once checked.
+
+    Every client connects to the very addresses this returns (never to the
+    name), so a DNS answer that changes between the check and the connect
+    cannot slip through.
+    """
+
+    def __init__(self, pins: dict[str, tuple[str, int | None]], *, allow_private: bool) -> None:
+        self._pins = pins
+        self._allow_private = allow_private
+
+    async def addresses(self, host: str, port: int, timeout: float | None) -> list[tuple[str, int]]:
+        """The (address, port) pairs to try for ``host:port``, in order.
+
+        Raises `RefusedTarget` when the name has a loopback, private,
+        link-local or other non-public address (unless private addresses are
+        allowed), TimeoutError when the lookup takes longer than ``timeout``
+        seconds, OSError when it fails. Pinned names are not checked: the
+        operator chose their addresses.
+        """
+        pin = self._pins.get(host.lower())
+        if pin is not None:
+            address, pinned_port = pin
+            return [(address, pinned_port or port)]
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+            )
+        except TimeoutError:
+            raise TimeoutError(f"looking up {host} timed out") from None
+        except OSError as exc:
+            raise OSError(f"cannot look up {host}: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not self._allow_private:
+            # One unsafe address refuses the name: a public name has no business
+            # pointing into a private network.
+            for address in addresses:
+                kind = non_public_kind(ipaddress.ip_address(address))
+                if kind is None:
+                    continue
+                where = f"{host} is" if address == host else f"{host} resolves to {address},"
+                raise RefusedTarget(f"{where} a {kind} address")
+        return [(address, port) for address in addresses]
+
+
 class _CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Resolves a name, checks every address, and connects to a checked one.
+    """Connects to the addresses `TargetResolver` approved for a name.
 
     httpcore then runs TLS on the returned stream with the URL's name as
     server_hostname, so the certificate is verified for the name while the
     socket goes to the address we approved.
     """
 
-    def __init__(self, pins: dict[str, tuple[str, int | None]], *, allow_private: bool) -> None:
-        self._pins = pins
-        self._allow_private = allow_private
+    def __init__(self, resolver: TargetResolver) -> None:
+        self._resolver = resolver
         self._sockets = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -410,38 +446,19 @@ class _CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await self._resolver.addresses(host, port, timeout)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from None
         last_error: httpcore.ConnectError | None = None
-        for address, address_port in await self._addresses(host, port, timeout):
+        for address, address_port in addresses:
             try:
                 return await self._sockets.connect_tcp(address, address_port, timeout, local_address, socket_options)
             except httpcore.ConnectError as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectError(f"{host} has no address")
-
-    async def _addresses(self, host: str, port: int, timeout: float | None) -> list[tuple[str, int]]:
-        pin = self._pins.get(host.lower())
-        if pin is not None:
-            address, pinned_port = pin
-            return [(address, pinned_port or port)]
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
-            )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"looking up {host} timed out") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot look up {host}: {exc}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not self._allow_private:
-            # One unsafe address refuses the name: a public name has no business
-            # pointing into a private network.
-            for address in addresses:
-                kind = non_public_kind(ipaddress.ip_address(address))
-                if kind is None:
-                    continue
-                where = f"{host} is" if address == host else f"{host} resolves to {address},"
-                raise _RefusedTarget(f"{where} a {kind} address")
-        return [(address, port) for address in addresses]
 
 
 class _CheckedTransport(httpx.AsyncHTTPTransport):
@@ -464,9 +481,66 @@ class _CheckedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
+def ssl_context(ca_bundle: str) -> ssl.SSLContext:
     """Trust ``ca_bundle`` (MICROFEDI_CA_BUNDLE or SSL_CERT_FILE) if set, else the system store."""
     try:
         return ssl.create_default_context(cafile=ca_bundle or None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"ca_bundle {ca_bundle!r} cannot be loaded: {exc}") from None
+
+
+@dataclass(frozen=True)
+class OutboundRules:
+    """DESIGN.md's "Outbound requests and safety" as one client applies them.
+
+    Which URLs may be requested (`checked_url`), where their connections may
+    go (`resolver`), which certificates are trusted (`ssl_context`) and how we
+    introduce ourselves (`user_agent`).
+    """
+
+    allow_http: bool
+    resolver: TargetResolver
+    ssl_context: ssl.SSLContext
+    user_agent: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, public_host: str | None = None) -> OutboundRules:
+        """The rules of ``settings``; says loudly which safety rules the settings relax.
+
+        ``public_host`` names this install in the User-Agent, as remote admins
+        expect. Raises ConfigError for a malformed ``resolve`` or an
+        unreadable ``ca_bundle``.
+        """
+        pins = parse_resolve_map(settings.resolve)
+        if settings.allow_http:
+            log.warning(
+                "MICROFEDI_ALLOW_HTTP is on: plain-http URLs and loopback/private addresses WILL be fetched. "
+                "Use it for local development and tests only, never on a server that faces the internet."
+            )
+        for name, (address, port) in pins.items():
+            log.warning("MICROFEDI_RESOLVE sends %s to %s%s", name, address, f" port {port}" if port else "")
+        user_agent = f"microfedi/{__version__}"
+        if public_host:
+            user_agent += f" (+{settings.origin(public_host)}/)"
+        return cls(
+            allow_http=settings.allow_http,
+            resolver=TargetResolver(pins, allow_private=settings.allow_http),
+            ssl_context=ssl_context(settings.ca_bundle),
+            user_agent=user_agent,
+        )
+
+    def checked_url(self, url: str) -> str:
+        """``url`` normalised (IDNA host, no fragment), or a permanent FetchError if we never fetch it."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise FetchError(url, f"not a valid URL: {exc}", permanent=True) from None
+        if parsed.scheme != "https" and not (parsed.scheme == "http" and self.allow_http):
+            refusal = "refused: only https URLs are fetched (MICROFEDI_ALLOW_HTTP permits http)"
+            raise FetchError(url, refusal, permanent=True)
+        if not parsed.host:
+            raise FetchError(url, "URL has no host", permanent=True)
+        if parsed.userinfo:
+            # Credentials in a URL from a remote document are never ours to send.
+            raise FetchError(url, "refused: URL carries credentials", permanent=True)
+        return str(parsed.copy_with(fragment=None))
