@@ -127,7 +127,7 @@ class DirectoryCache:
     `derived`, which is emptied on every reload.
     """
 
-    def __init__(self, db: Database, recheck_seconds: float = 0.5) -> None:
+    def __init__(self, db: Database, recheck_seconds: float = 0.1) -> None:
         from microfedi.store.database import connect
 
         self._conn = connect(db.path, readonly=True)

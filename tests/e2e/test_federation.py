@@ -105,6 +105,21 @@ def eventually(check: Callable[[], object], what: str) -> None:
     wait_for(check, timeout=20, what=what)
 
 
+def add_user(server: Server, handle: str) -> None:
+    """`microfedi user add`, then wait until the running server answers for the account.
+
+    A running server notices accounts added by the CLI within a fraction of a
+    second; a peer asking at once could be told the account does not exist.
+    """
+    server.cli("user", "add", handle)
+    host = handle.split("@")[1]
+    client = server.client()
+    eventually(
+        lambda: client.get(f"https://{host}/.well-known/webfinger?resource=acct:{handle}").status_code == 200,
+        f"{handle} is served",
+    )
+
+
 def test_split_domain_webfinger_round_trip_from_outside(cluster: tuple[Cluster, Server, Server]) -> None:
     network, _, _ = cluster
     client = network.client()
@@ -219,8 +234,8 @@ def test_profile_edit_reaches_followers(cluster: tuple[Cluster, Server, Server])
 
 def test_move_to_another_server_moves_followers(cluster: tuple[Cluster, Server, Server]) -> None:
     _, a, b = cluster
-    a.cli("user", "add", "mover@alice.test")
-    b.cli("user", "add", "mover@bob.test")
+    add_user(a, "mover@alice.test")
+    add_user(b, "mover@bob.test")
     b.cli("follow", "bob@bob.test", "mover@alice.test")
     eventually(lambda: "mover@alice.test" in relationships(b, "following", "bob@bob.test")["accepted"], "bob follows mover")
     refused = a.cli("move", "mover@alice.test", "mover@bob.test", check=False)
@@ -240,7 +255,7 @@ def test_move_to_another_server_moves_followers(cluster: tuple[Cluster, Server, 
 
 def test_removing_a_user_tells_followers_servers(cluster: tuple[Cluster, Server, Server]) -> None:
     _, a, b = cluster
-    a.cli("user", "add", "leaving@alice.test")
+    add_user(a, "leaving@alice.test")
     b.cli("follow", "bob@bob.test", "leaving@alice.test")
     eventually(lambda: "leaving@alice.test" in relationships(b, "following", "bob@bob.test")["accepted"], "bob follows")
     a.cli("post", "leaving@alice.test", "goodbye, world")
