@@ -120,10 +120,12 @@ def insert_post(conn: sqlite3.Connection, post: NewPost) -> tuple[int, bool]:
     if post.in_reply_to:
         conn.execute("UPDATE posts SET reply_count = reply_count + 1 WHERE uri = ?", (post.in_reply_to,))
     # Replies stored before this post (fetched from the newest upward) join its thread.
-    for (orphaned,) in conn.execute(
-        "SELECT DISTINCT conversation FROM posts WHERE in_reply_to = ? AND conversation != ?", (post.uri, conversation)
-    ).fetchall():
-        conn.execute("UPDATE posts SET conversation = ? WHERE conversation = ?", (conversation, orphaned))
+    # Deduplicated and filtered here, not in SQL: DISTINCT or a `conversation !=`
+    # term lures the planner off the in_reply_to index into a scan of every post.
+    replies = conn.execute("SELECT conversation FROM posts INDEXED BY posts_reply WHERE in_reply_to = ?", (post.uri,))
+    for orphaned in {row[0] for row in replies}:
+        if orphaned != conversation:
+            conn.execute("UPDATE posts SET conversation = ? WHERE conversation = ?", (conversation, orphaned))
     reply_count = conn.execute("SELECT count(*) FROM posts WHERE in_reply_to = ? AND deleted_at IS NULL", (post.uri,)).fetchone()[0]
     if reply_count:
         conn.execute("UPDATE posts SET reply_count = ? WHERE id = ?", (reply_count, post_id))
