@@ -3,10 +3,5 @@
 # dependencies, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+source ./venv.sh "[test]"
 exec .venv/bin/python -m pytest "$@"

@@ -328,28 +328,20 @@ def _print_relationships(rows: list[Any], as_json: bool, empty: str) -> None:
                 click.echo(f"  {r.handle}  {r.uri}")
 
 
-@main.command()
-@click.argument("local", metavar="USER@DOMAIN")
-@click.option("--json", "as_json", is_flag=True, help='JSON: {"accepted": [...], "pending": [...]}.')
-@click.pass_context
-def followers(ctx: click.Context, local: str, as_json: bool) -> None:
-    """List who follows USER@DOMAIN, accepted and pending apart."""
-    from microfedi import follows
+def _relationship_command(name: str, help_text: str, empty: str) -> None:
+    @main.command(name, help=help_text)
+    @click.argument("local", metavar="USER@DOMAIN")
+    @click.option("--json", "as_json", is_flag=True, help='JSON: {"accepted": [...], "pending": [...]}.')
+    @click.pass_context
+    def command(ctx: click.Context, local: str, as_json: bool) -> None:
+        from microfedi import follows
 
-    rows = run_instance_action(ctx, lambda i: follows.relationships(i, local, followers=True))
-    _print_relationships(rows, as_json, "no followers yet")
+        rows = run_instance_action(ctx, lambda i: follows.relationships(i, local, followers=name == "followers"))
+        _print_relationships(rows, as_json, empty)
 
 
-@main.command()
-@click.argument("local", metavar="USER@DOMAIN")
-@click.option("--json", "as_json", is_flag=True, help='JSON: {"accepted": [...], "pending": [...]}.')
-@click.pass_context
-def following(ctx: click.Context, local: str, as_json: bool) -> None:
-    """List whom USER@DOMAIN follows, accepted and pending apart."""
-    from microfedi import follows
-
-    rows = run_instance_action(ctx, lambda i: follows.relationships(i, local, followers=False))
-    _print_relationships(rows, as_json, "not following anyone yet")
+_relationship_command("followers", "List who follows USER@DOMAIN, accepted and pending apart.", "no followers yet")
+_relationship_command("following", "List whom USER@DOMAIN follows, accepted and pending apart.", "not following anyone yet")
 
 
 @main.command()
