@@ -157,10 +157,14 @@ def domain_list(ctx: click.Context) -> None:
 @click.option("--force", is_flag=True, help="Also remove the domain's users.")
 @click.pass_context
 def domain_remove(ctx: click.Context, name: str, force: bool) -> None:
-    """Remove domain NAME (refused while it has users, unless --force)."""
-    from microfedi.domains import remove_domain
+    """Remove domain NAME (refused while it has users, unless --force).
 
-    removed_users = run_action(ctx, lambda db: remove_domain(db, name, force=force))
+    With --force its users are removed too, and their followers' servers get a
+    Delete of each actor.
+    """
+    from microfedi.profiles import delete_domain
+
+    removed_users = run_instance_action(ctx, lambda i: delete_domain(i, name, force=force))
     extra = f" and {removed_users} user(s)" if removed_users else ""
     click.echo(f"removed domain {name.lower()}{extra}")
 

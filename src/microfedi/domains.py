@@ -13,6 +13,7 @@ import ipaddress
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from microfedi.errors import ActionError
@@ -205,7 +206,9 @@ async def ensure_all_instance_actors(db: Database) -> None:
         await ensure_instance_actor(db, d.url_host)
 
 
-def _remove_domain(conn: sqlite3.Connection, domain: str, force: bool) -> int:
+def _remove_domain(
+    conn: sqlite3.Connection, domain: str, force: bool, also: Callable[[sqlite3.Connection, AccountRow], None] | None
+) -> int:
     if q.get_domain(conn, domain) is None:
         raise ActionError(f"no domain {domain}; {describe_domains(conn)}", status=404)
     for other in q.list_domains(conn):
@@ -221,13 +224,22 @@ def _remove_domain(conn: sqlite3.Connection, domain: str, force: bool) -> int:
         )
     for account in users:
         q.mark_account_deleted(conn, account.id)
+        if also is not None:
+            also(conn, account)
     q.delete_domain(conn, domain)
     return len(users)
 
 
-async def remove_domain(db: Database, raw_domain: str, *, force: bool = False) -> int:
-    """Remove a domain; with force, its users too. Returns how many users were removed."""
-    return await db.write(_remove_domain, normalize_domain(raw_domain), force)
+async def remove_domain(
+    db: Database, raw_domain: str, *, force: bool = False,
+    also: Callable[[sqlite3.Connection, AccountRow], None] | None = None,
+) -> int:  # fmt: skip
+    """Remove a domain; with force, its users too. Returns how many users were removed.
+
+    `also(conn, account)` runs for each removed user in the same transaction
+    (to queue the Delete of its actor).
+    """
+    return await db.write(_remove_domain, normalize_domain(raw_domain), force, also)
 
 
 async def list_domains(db: Database) -> list[tuple[DomainRow, int]]:

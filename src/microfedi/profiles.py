@@ -11,6 +11,7 @@ from typing import Any
 
 from microfedi.accounts import get_user, remove_user
 from microfedi.content import plain_text_to_html
+from microfedi.domains import remove_domain
 from microfedi.errors import ActionError
 from microfedi.federation import activities
 from microfedi.federation.actors import local_actor
@@ -118,8 +119,8 @@ async def move(instance: Any, handle: str, reference: str) -> tuple[AccountRow, 
     return updated, target_uri
 
 
-async def delete_account(instance: Any, handle: str) -> AccountRow:
-    """Remove a local account and tell its followers' servers (Delete of the actor)."""
+def _actor_delete(instance: Any) -> Any:
+    """A callback that queues the Delete of a removed account's actor to its followers."""
 
     def send_delete(conn: Any, account: AccountRow) -> None:
         me = instance.urls.actor(account)
@@ -127,6 +128,18 @@ async def delete_account(instance: Any, handle: str) -> AccountRow:
         document["to"], document["cc"] = [activities.PUBLIC], [instance.urls.followers(account)]
         queue_publication(conn, account.id, document, [], me, {})
 
-    removed = await remove_user(instance.db, handle, also=send_delete)
+    return send_delete
+
+
+async def delete_account(instance: Any, handle: str) -> AccountRow:
+    """Remove a local account and tell its followers' servers (Delete of the actor)."""
+    removed = await remove_user(instance.db, handle, also=_actor_delete(instance))
+    instance.wake_tasks()
+    return removed
+
+
+async def delete_domain(instance: Any, name: str, *, force: bool) -> int:
+    """Remove a domain; with force its users too, each with a Delete to its followers."""
+    removed = await remove_domain(instance.db, name, force=force, also=_actor_delete(instance))
     instance.wake_tasks()
     return removed
