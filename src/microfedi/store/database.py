@@ -140,7 +140,10 @@ class Database:
                 future.set_result(run_in_transaction(conn, fn, *args))
             except BaseException as exc:  # handed to the caller, who decides
                 future.set_exception(exc)
-        conn.execute("PRAGMA optimize")
+        try:
+            conn.execute("PRAGMA optimize")
+        except sqlite3.OperationalError:
+            pass  # another process is writing: the statistics can wait for the next close
         conn.close()
 
     def _reader(self) -> Connection:
