@@ -6,7 +6,7 @@ one implementation whichever door it came in by.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from microfedi.config import Settings
 from microfedi.domains import Directory, DirectoryCache, ensure_all_instance_actors
@@ -89,9 +89,17 @@ class Instance:
     def snapshot(self) -> Directory:
         return self.directory.current()
 
+    def _derived(self, key: str, build: Any) -> Any:
+        """`build(snapshot)`, kept until the directory changes (these sit on hot paths)."""
+        snapshot = self.snapshot()
+        cache = self.directory.derived
+        if key not in cache:
+            cache[key] = build(snapshot)
+        return cache[key]
+
     def local_hosts(self) -> set[str]:
         """Hosts whose actor URLs this server serves."""
-        return {host for host, view in self.snapshot().hosts.items() if view.serves_actors}
+        return self._derived("local_hosts", lambda d: {h for h, view in d.hosts.items() if view.serves_actors})
 
     def local_account_by_reference(self, reference: str) -> AccountRow | None:
         """A live local account named by actor URL or by `user@domain`."""
@@ -109,11 +117,11 @@ class Instance:
 
     def local_account_uris(self) -> dict[str, AccountRow]:
         """Actor URI → live local account."""
-        return {self.urls.actor(a): a for a in self.snapshot().accounts_by_url.values()}
+        return self._derived("account_uris", lambda d: {self.urls.actor(a): a for a in d.accounts_by_url.values()})
 
     def local_inboxes(self) -> dict[str, str]:
         """Actor URI → inbox URL of every live local account."""
-        return {self.urls.actor(a): self.urls.inbox(a) for a in self.snapshot().accounts_by_url.values()}
+        return {uri: self.urls.inbox(a) for uri, a in self.local_account_uris().items()}
 
     def account_for_inbox(self, inbox_url: str) -> int | None:
         """The local account whose personal inbox this is; None for a shared inbox."""

@@ -160,16 +160,13 @@ class PostActions:
         return stored
 
     def _local_followers_query(self) -> Any:
+        """fq.local_followers of this account, as a function of the writer's connection."""
         local = {uri: a.id for uri, a in self.instance.local_account_uris().items()}
-        me = self.me
+        return lambda conn: fq.local_followers(conn, self.me, local)
 
-        def query(conn: Any) -> list[int]:
-            follows = fq.list_follows(conn, followee=me, state="accepted", limit=100_000)
-            return [local[f.follower] for f in follows if f.follower in local]
-
-        return query
-
-    def _queue(self, conn: Any, document: dict[str, Any], visibility: str, recipients: list[Recipient], extra: list[str] = ()) -> None:  # type: ignore[assignment]
+    def _queue(
+        self, conn: Any, document: dict[str, Any], visibility: str, recipients: list[Recipient], extra: tuple[str, ...] = ()
+    ) -> None:
         """Deliveries: followers' shared inboxes unless direct, plus remote mentioned actors."""
         inboxes = [r.inbox for r in recipients if r.local_account is None] + list(extra)
         followers_of = self.me if visibility != "direct" else None
@@ -278,7 +275,7 @@ class PostActions:
         author_inbox = await self._author_inbox(post)
         local_author = self.instance.local_account_by_reference(post.author)
         local_followers = self._local_followers_query()
-        extra = [author_inbox] if author_inbox else []
+        extra = (author_inbox,) if author_inbox else ()
 
         def write(conn: Any) -> None:
             existing = pq.find_boost(conn, actor=self.me, post_id=post.id)

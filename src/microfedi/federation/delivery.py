@@ -56,9 +56,7 @@ def queue_publication(
     targets = list(inboxes)
     if followers_of is not None:
         targets += fq.follower_inboxes(conn, followers_of)
-        for follow in fq.list_follows(conn, followee=followers_of, state="accepted", limit=100_000):
-            if follow.follower in local_inbox:
-                targets.append(local_inbox[follow.follower])
+        targets += fq.local_followers(conn, followers_of, local_inbox)
     enqueue_many(conn, "deliver", _deliveries(row, targets))
     return row
 

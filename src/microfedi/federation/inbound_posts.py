@@ -137,11 +137,7 @@ async def on_announce(instance: Any, doc: dict[str, Any], signer: str) -> None:
         if not created:
             return
         if visibility in ("public", "unlisted"):
-            follows = fq.list_follows(conn, followee=signer, state="accepted", limit=100_000)
-            homes = [local[f.follower] for f in follows if f.follower in local]
-            uri_of = {ident: uri for uri, ident in local.items()}
-            homes = [a for a in homes if not fq.is_blocked(conn, uri_of[a], signer)]
-            pq.add_home_entries(conn, homes, boost.id, post.id, boost.id)
+            pq.add_home_entries(conn, fq.local_followers(conn, signer, local), boost.id, post.id, boost.id)
         if post.account_id is not None and not fq.is_blocked(conn, post.author, signer):
             pq.add_notification(conn, post.account_id, "reblog", signer, announce_id, post.id)
 

@@ -212,17 +212,11 @@ def audience(instance: Any, post: NewPost | Post, follows_author: list[int]) -> 
     return homes, mentioned
 
 
-def _local_followers_of(conn: Any, instance_accounts: dict[str, int], author: str) -> list[int]:
-    """Ids of local accounts with an accepted follow of `author`."""
-    followers = fq.list_follows(conn, followee=author, state="accepted", limit=100_000)
-    return [instance_accounts[f.follower] for f in followers if f.follower in instance_accounts]
-
-
 def _store(conn: Any, post: NewPost, local_accounts: dict[str, int], instance: Any, activity_id: str) -> tuple[int, bool]:
     post_id, created = pq.insert_post(conn, post)
     if not created:
         return post_id, False
-    homes, mentioned = audience(instance, post, _local_followers_of(conn, local_accounts, post.author))
+    homes, mentioned = audience(instance, post, fq.local_followers(conn, post.author, local_accounts))
     uri_of = {ident: uri for uri, ident in local_accounts.items()}
     blocked = {a for a in homes if fq.is_blocked(conn, uri_of[a], post.author)}
     pq.add_home_entries(conn, [a for a in homes if a not in blocked], post_id, post_id)

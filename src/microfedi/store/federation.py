@@ -6,9 +6,11 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from microfedi.store.ids import new_id
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,21 @@ def count_follows(conn: sqlite3.Connection, *, follower: str | None = None, foll
     return conn.execute(
         f"SELECT count(*) FROM follows WHERE {column} = ? AND state = ?", (value, state)
     ).fetchone()[0]
+
+
+def local_followers(conn: sqlite3.Connection, followee: str, local: dict[str, T]) -> list[T]:
+    """`local[uri]` for each local actor URI in `local` with an accepted follow of
+    `followee` and no block of it: whose home timelines its posts and boosts reach."""
+    if not local:
+        return []
+    uris = list(local)
+    marks = ",".join("?" for _ in uris)
+    rows = conn.execute(
+        f"SELECT f.follower FROM follows f WHERE f.followee = ? AND f.state = 'accepted' AND f.follower IN ({marks}) "
+        "AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker = f.follower AND b.blocked = f.followee)",
+        (followee, *uris),
+    )
+    return [local[r[0]] for r in rows]
 
 
 def follower_inboxes(conn: sqlite3.Connection, followee: str) -> list[str]:

@@ -44,7 +44,8 @@ async def tag_page(request: Request) -> Response:
     tag = request.path_params["tag"].lower()
     items = await instance.db.read(lambda c: pq.public_page(c, local_only=True, tag=tag, limit=40))
     host = host_view(request).host
-    posts = [i.post for i in items if instance.local_account_by_reference(i.post.author) and host in i.post.author]
+    on_host = {uri for uri, account in instance.local_account_uris().items() if host in (account.host, account.domain)}
+    posts = [i.post for i in items if i.post.author in on_host]
     handles = await actor_handles(instance, [p.author for p in posts])
     return _render(request, "tag.html", {"tag": tag, "posts": posts, "handles": handles})
 
